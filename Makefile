@@ -1,0 +1,43 @@
+# The README's two commands: `make run` and `make test`. Both set everything up themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CLUSTER_DIR ?= .toolshare/cluster
+PYTEST_ARGS ?=
+
+.PHONY: run test unit integration binaries venv down status clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+## binaries: build (once, cached under ~/.cache/toolshare) or locate etcd, kube-apiserver, kube-controller-manager, kubectl
+binaries: venv
+	$(BIN)/toolshare cluster build
+
+## run: local control plane + CRDs + the operator in the foreground
+run: binaries
+	$(BIN)/toolshare dev --dir $(CLUSTER_DIR)
+
+## test: every test, unit and integration, on a real local API server
+test: binaries
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: binaries
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+down: venv
+	$(BIN)/toolshare cluster down --dir $(CLUSTER_DIR)
+
+status: venv
+	$(BIN)/toolshare cluster status --dir $(CLUSTER_DIR)
+
+clean: down
+	rm -rf $(CLUSTER_DIR) $(VENV)

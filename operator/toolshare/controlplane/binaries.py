@@ -1,0 +1,175 @@
+"""Find or build the control-plane binaries.
+
+Order of preference, as envtest does it:
+1. `KUBEBUILDER_ASSETS`, if it names a directory holding every binary;
+2. the cache, `~/.cache/toolshare/controlplane/<key>/` (or `$TOOLSHARE_CACHE_DIR`), keyed by the pinned
+   Kubernetes and etcd versions and a hash of tools/controlplane/go.{mod,sum};
+3. a build from the pinned Go module into that cache, once.
+
+A build goes into a temporary directory that is renamed into place only after every binary has been
+built and has answered `--version`, so an interrupted build never leaves something that counts as cached.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+
+# Go package that builds each binary. etcd's main package is the root of its server module.
+PACKAGES = {
+    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "etcd": "go.etcd.io/etcd/server/v3",
+}
+
+
+class BinariesUnavailable(RuntimeError):
+    """The binaries are neither provided nor buildable; the message says what to do instead."""
+
+
+def source_dir() -> Path:
+    """tools/controlplane of this checkout (or `$TOOLSHARE_CONTROLPLANE_MODULE`)."""
+    env = os.environ.get("TOOLSHARE_CONTROLPLANE_MODULE")
+    if env:
+        return Path(env)
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "tools" / "controlplane" / "go.mod"
+        if candidate.exists():
+            return candidate.parent
+    raise BinariesUnavailable(
+        "tools/controlplane/go.mod was not found next to this installation of toolshare; "
+        "set TOOLSHARE_CONTROLPLANE_MODULE, set KUBEBUILDER_ASSETS to a directory with "
+        f"{', '.join(BINARIES)}, or point the tests at an existing cluster with TOOLSHARE_KUBECONFIG."
+    )
+
+
+def pinned_versions(module_dir: Path) -> dict[str, str]:
+    """The Kubernetes and etcd versions required by the pinned module."""
+    text = (module_dir / "go.mod").read_text()
+    found = {}
+    for name, path in (("kubernetes", "k8s.io/kubernetes"), ("etcd", "go.etcd.io/etcd/server/v3")):
+        m = re.search(rf"^\s*{re.escape(path)}\s+(v\S+)", text, re.MULTILINE)
+        if not m:
+            raise BinariesUnavailable(f"{module_dir}/go.mod does not require {path}")
+        found[name] = m.group(1)
+    return found
+
+
+def cache_root() -> Path:
+    base = os.environ.get("TOOLSHARE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "toolshare"
+    )
+    return Path(base) / "controlplane"
+
+
+def cache_key(module_dir: Path) -> str:
+    v = pinned_versions(module_dir)
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum"):
+        digest.update((module_dir / name).read_bytes())
+    arch = f"{sys.platform}-{platform.machine()}"
+    return f"k8s-{v['kubernetes']}_etcd-{v['etcd']}_{arch}_{digest.hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    directory: Path
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+
+def _complete(directory: Path) -> bool:
+    return all(os.access(directory / b, os.X_OK) for b in BINARIES)
+
+
+def _ldflags(version: str) -> str:
+    """Stamp the Kubernetes version as its release build does, so servers and kubectl report it."""
+    m = re.match(r"v(\d+)\.(\d+)", version)
+    major, minor = (m.group(1), m.group(2)) if m else ("1", "0")
+    flags = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+        ]
+    return " ".join(["-s", "-w"] + flags)
+
+
+def build(module_dir: Path, target: Path, log=print) -> None:
+    """Build every binary from the pinned module into `target`, atomically."""
+    go = shutil.which("go")
+    if go is None:
+        raise BinariesUnavailable(
+            "Go is not installed, so the control-plane binaries cannot be built. Install Go "
+            "(1.26 or newer), or set KUBEBUILDER_ASSETS to a directory holding "
+            f"{', '.join(BINARIES)}, or point the tests at an existing cluster with TOOLSHARE_KUBECONFIG."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f"{target.name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent builders wait for the first one
+        if _complete(target):
+            return
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        try:
+            version = pinned_versions(module_dir)["kubernetes"]
+            env = {**os.environ, "GOFLAGS": "-mod=readonly"}
+            started = time.monotonic()
+            log(f"building {', '.join(BINARIES)} (Kubernetes {version}) from {module_dir}; "
+                "the first build takes several minutes")
+            for name in BINARIES:
+                cmd = [go, "build", "-trimpath", "-ldflags", _ldflags(version),
+                       "-o", str(staging / name), PACKAGES[name]]
+                proc = subprocess.run(cmd, cwd=module_dir, env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise BinariesUnavailable(
+                        f"building {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}\n"
+                        "Alternatives: set KUBEBUILDER_ASSETS to a directory holding "
+                        f"{', '.join(BINARIES)}, or point the tests at an existing cluster with "
+                        "TOOLSHARE_KUBECONFIG."
+                    )
+                subprocess.run([str(staging / name), "--version"], check=True, capture_output=True,
+                               timeout=60)
+                log(f"  built {name} ({(staging / name).stat().st_size // 2**20} MiB, "
+                    f"{time.monotonic() - started:.0f}s so far)")
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(staging, target)  # atomic: the cache entry appears whole or not at all
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def ensure_binaries(log=print) -> Binaries:
+    """Return a directory holding every control-plane binary, building it if needed."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        directory = Path(assets)
+        if not _complete(directory):
+            missing = [b for b in BINARIES if not os.access(directory / b, os.X_OK)]
+            raise BinariesUnavailable(
+                f"KUBEBUILDER_ASSETS={assets} lacks {', '.join(missing)}; unset it to build them "
+                "from tools/controlplane, or add them there."
+            )
+        return Binaries(directory)
+    module_dir = source_dir()
+    target = cache_root() / cache_key(module_dir)
+    if not _complete(target):
+        build(module_dir, target, log=log)
+    return Binaries(target)

@@ -1,0 +1,59 @@
+"""`toolshare dev` (what `make run` calls): a local control plane, the CRDs, and the operator.
+
+The control plane keeps running after the operator stops (Ctrl-C), so kubectl keeps working;
+`make down` (toolshare cluster down) stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from .controlplane import binaries as binmod
+from .controlplane import cluster
+
+
+def repo_root() -> Path:
+    return binmod.source_dir().parent.parent
+
+
+def kubectl(bins: binmod.Binaries, kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([str(bins.path("kubectl")), "--kubeconfig", str(kubeconfig), *args],
+                          check=check, text=True, capture_output=True)
+
+
+def install_crds(bins: binmod.Binaries, kubeconfig: Path) -> None:
+    """Apply crds/ server-side (the one CRD source) and wait until every CRD is Established."""
+    crds = repo_root() / "crds"
+    kubectl(bins, kubeconfig, "apply", "--server-side", "--field-manager=toolshare-dev", "-f", str(crds))
+    kubectl(bins, kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+            "-f", str(crds))
+
+
+def main(directory: Path) -> int:
+    bins = binmod.ensure_binaries()
+    state = cluster.up(directory, bins)
+    kubeconfig = state.directory / "kubeconfig"
+    install_crds(bins, kubeconfig)
+    examples = repo_root() / "examples" / "dev"
+    if examples.is_dir():
+        out = kubectl(bins, kubeconfig, "apply", "--server-side", "--field-manager=toolshare-dev",
+                      "-f", str(examples))
+        print(out.stdout.strip())
+    print()
+    print("Toolshare is running against a local Kubernetes control plane. In another terminal:")
+    print(f"  export KUBECONFIG={kubeconfig}")
+    print(f"  export PATH={bins.directory}:$PATH      # kubectl {bins.directory / 'kubectl'}")
+    print("  kubectl get toolruns,runshares -A        # or: kubectl get toolshare -A")
+    print(f"  kubectl --kubeconfig {state.directory / 'bob.kubeconfig'} auth whoami")
+    print("Stop the operator with Ctrl-C; stop the control plane with `make down`.")
+    print()
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    from .runner import run_operator
+
+    try:
+        run_operator()
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,20 @@
+"""Run the kopf operator in-process, with Toolshare's handlers registered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import kopf
+
+
+def run_operator(namespaces: list[str] | None = None, verbose: bool = False) -> None:
+    from . import handlers  # noqa: F401  (registers the handlers with kopf)
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=namespaces or [],
+        standalone=False,
+    ))
