@@ -78,7 +78,7 @@ def test_rbac_refuses_carol_and_admits_admin(cluster, namespace):
     with pytest.raises(kubernetes.client.ApiException) as err:
         kubernetes.client.CoreV1Api(cluster.client("carol")).create_namespaced_config_map(namespace, cm)
     assert err.value.status == 403
-    assert 'User "carol" cannot create resource "configmaps"' in err.value.body
+    assert json.loads(err.value.body)["message"].startswith('configmaps is forbidden: User "carol" cannot create')
     created = kubernetes.client.CoreV1Api(cluster.client()).create_namespaced_config_map(namespace, cm)
     assert created.metadata.name == "probe"
 

@@ -7,7 +7,7 @@ Order of preference, as envtest does it:
 3. a build from the pinned Go module into that cache, once.
 
 A build goes into a temporary directory that is renamed into place only after every binary has been
-built and has answered `--version`, so an interrupted build never leaves something that counts as cached.
+built and has answered a version query, so an interrupted build never leaves something that counts as cached.
 """
 
 from __future__ import annotations
@@ -33,6 +33,14 @@ PACKAGES = {
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
     "etcd": "go.etcd.io/etcd/server/v3",
+}
+
+# How each binary is asked for its version: a smoke test before a build counts as cached.
+VERSION_ARGS = {
+    "kube-apiserver": ["--version"],
+    "kube-controller-manager": ["--version"],
+    "kubectl": ["version", "--client"],
+    "etcd": ["--version"],
 }
 
 
@@ -144,8 +152,10 @@ def build(module_dir: Path, target: Path, log=print) -> None:
                         f"{', '.join(BINARIES)}, or point the tests at an existing cluster with "
                         "TOOLSHARE_KUBECONFIG."
                     )
-                subprocess.run([str(staging / name), "--version"], check=True, capture_output=True,
-                               timeout=60)
+                check = subprocess.run([str(staging / name), *VERSION_ARGS[name]], capture_output=True,
+                                       text=True, timeout=60)
+                if check.returncode != 0:
+                    raise BinariesUnavailable(f"the freshly built {name} does not run: {check.stderr[-2000:]}")
                 log(f"  built {name} ({(staging / name).stat().st_size // 2**20} MiB, "
                     f"{time.monotonic() - started:.0f}s so far)")
             if target.exists():

@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -39,16 +39,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _alive(pid: int, binary: str) -> bool:
-    """True if `pid` runs `binary` (a recycled pid running something else does not count)."""
+def _start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (None if gone or a zombie): with the pid, a process's identity."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie has already exited
-        return False
-    return os.path.basename(cmdline) == binary
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _alive(pid: int, started: int | None) -> bool:
+    """True if `pid` is still the process we started (a recycled pid does not count)."""
+    return started is not None and _start_time(pid) == started
 
 
 @dataclass
@@ -57,6 +59,7 @@ class State:
     pids: dict[str, int]
     ports: dict[str, int]
     binaries: str
+    starts: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
@@ -68,15 +71,21 @@ class State:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(directory, data["pids"], data["ports"], data["binaries"])
+        return cls(directory, data["pids"], data["ports"], data["binaries"], data.get("starts", {}))
 
     def save(self) -> None:
         tmp = self.directory / "state.json.tmp"
-        tmp.write_text(json.dumps({"pids": self.pids, "ports": self.ports, "binaries": self.binaries}))
+        tmp.write_text(json.dumps({"pids": self.pids, "starts": self.starts, "ports": self.ports,
+                                   "binaries": self.binaries}))
         os.replace(tmp, self.directory / "state.json")
 
     def running(self) -> dict[str, bool]:
-        return {name: _alive(pid, name) for name, pid in self.pids.items()}
+        return {name: _alive(pid, self.starts.get(name)) for name, pid in self.pids.items()}
+
+    def launch(self, name: str, argv: list[str]) -> None:
+        pid = _start(name, argv, self.directory / "logs")
+        self.pids[name], self.starts[name] = pid, _start_time(pid)
+        self.save()
 
 
 def kubeconfig(server: str, ca_file: Path, user: str, token: str) -> dict:
@@ -157,7 +166,7 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
 
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
     peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
-    state.pids["etcd"] = _start("etcd", [
+    state.launch("etcd", [
         str(binaries.path("etcd")),
         "--name=toolshare", f"--data-dir={directory / 'etcd'}",
         f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
@@ -165,11 +174,10 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
         f"--initial-cluster=toolshare={peer_url}",
         "--unsafe-no-fsync=true",  # a disposable test cluster: durability traded for speed
         "--log-level=warn",
-    ], logs)
-    state.save()
+    ])
     _wait("etcd", lambda: _get(f"{etcd_url}/health", None, None)[0] == 200, READY_TIMEOUT, state, logs)
 
-    state.pids["kube-apiserver"] = _start("kube-apiserver", [
+    state.launch("kube-apiserver", [
         str(binaries.path("kube-apiserver")),
         f"--etcd-servers={etcd_url}",
         "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
@@ -185,8 +193,7 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
         "--allow-privileged=true",
         "--endpoint-reconciler-type=none",  # no kubelet or Service network here
         "--profiling=false",
-    ], logs)
-    state.save()
+    ])
     admin_token = p.tokens["admin"]
     _wait("kube-apiserver /readyz", lambda: _get(f"{state.server}/readyz", p.ca_cert, admin_token)[0] == 200,
           READY_TIMEOUT, state, logs)
@@ -194,7 +201,7 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
     kcm_config = directory / "pki" / "controller-manager.kubeconfig"
     _write_kubeconfig(kcm_config, kubeconfig(state.server, p.ca_cert, pkimod.CONTROLLER_MANAGER.name,
                                              p.tokens[pkimod.CONTROLLER_MANAGER.name]))
-    state.pids["kube-controller-manager"] = _start("kube-controller-manager", [
+    state.launch("kube-controller-manager", [
         str(binaries.path("kube-controller-manager")),
         f"--kubeconfig={kcm_config}",
         f"--authentication-kubeconfig={kcm_config}", f"--authorization-kubeconfig={kcm_config}",
@@ -206,8 +213,7 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
         "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,"
         "serviceaccount-token-controller,root-ca-certificate-publisher-controller",
         "--concurrent-gc-syncs=5",
-    ], logs)
-    state.save()
+    ])
     kcm_health = f"https://127.0.0.1:{ports['controller_manager']}/healthz"
     _wait("kube-controller-manager /healthz", lambda: _get(kcm_health, None, None)[0] == 200,
           READY_TIMEOUT, state, logs)
@@ -232,18 +238,19 @@ def down(directory: Path, log=print, timeout: float = 15.0) -> list[str]:
     # Reverse start order: the controller manager and API server go before their etcd.
     for name in reversed(COMPONENTS):
         pid = state.pids.get(name)
-        if pid is None or not _alive(pid, name):
+        started = state.starts.get(name)
+        if pid is None or not _alive(pid, started):
             continue
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + timeout
-        while _alive(pid, name) and time.monotonic() < deadline:
+        while _alive(pid, started) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid, name):
+        if _alive(pid, started):
             os.killpg(pid, signal.SIGKILL)
-            while _alive(pid, name):
+            while _alive(pid, started):
                 time.sleep(0.05)
         stopped.append(name)
     (directory / "state.json").unlink(missing_ok=True)
