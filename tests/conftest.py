@@ -40,3 +40,25 @@ def namespace(cluster, request):
     except kubernetes.client.ApiException as e:
         if e.status != 404:
             raise
+
+
+@pytest.fixture(scope="session")
+def crds(cluster):
+    """crds/ applied server-side (the one CRD source) and Established."""
+    from toolshare.controlplane.binaries import ensure_binaries
+    from toolshare.devenv import install_crds
+
+    install_crds(ensure_binaries(), cluster.kubeconfig())
+    return True
+
+
+@pytest.fixture(scope="session")
+def operator(cluster, crds, tmp_path_factory):
+    """The operator, one process for the session, watching the whole cluster."""
+    from tests.support.operator import OperatorProcess
+
+    proc = OperatorProcess(cluster.kubeconfig(), tmp_path_factory.mktemp("operator") / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    print(f"operator log: {proc.log_path}")

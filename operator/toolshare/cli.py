@@ -37,7 +37,7 @@ def _operator(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = str(Path(args.kubeconfig).resolve())
     from .runner import run_operator
 
-    run_operator(namespaces=args.namespace, verbose=args.verbose)
+    run_operator(namespaces=args.namespace, verbose=args.verbose, liveness_endpoint=args.liveness)
     return 0
 
 
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG, then ~/.kube/config)")
     o.add_argument("--namespace", "-n", action="append", default=[],
                    help="watch only this namespace (repeatable; default: the whole cluster)")
+    o.add_argument("--liveness", metavar="URL",
+                   help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     o.add_argument("--verbose", action="store_true")
     o.set_defaults(func=_operator)
 

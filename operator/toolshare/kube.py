@@ -59,15 +59,15 @@ class Kube:
         if method != "GET":
             with self._lock:
                 self.writes[method] += 1
-        try:
-            resp = self.api.call_api(
-                path, method, query_params=query or [], body=body,
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-            )
-        except kubernetes.client.ApiException as e:
-            raise ApiError(e.status, e.body.decode() if isinstance(e.body, bytes) else str(e.body)) from None
-        data = resp.data
+        method_, url, headers, body_, _ = self.api.param_serialize(
+            method, path, query_params=query or [], body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        resp = self.api.call_api(method_, url, header_params=headers, body=body_, _request_timeout=30)
+        data = resp.read()
+        if not 200 <= resp.status < 300:
+            raise ApiError(resp.status, data.decode(errors="replace") if data else "")
         return json.loads(data) if data else {}
 
     def apply(self, obj: dict, force: bool = True) -> dict:

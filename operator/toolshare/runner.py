@@ -8,7 +8,8 @@ import logging
 import kopf
 
 
-def run_operator(namespaces: list[str] | None = None, verbose: bool = False) -> None:
+def run_operator(namespaces: list[str] | None = None, verbose: bool = False,
+                 liveness_endpoint: str | None = None) -> None:
     from . import handlers  # noqa: F401  (registers the handlers with kopf)
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -16,5 +17,6 @@ def run_operator(namespaces: list[str] | None = None, verbose: bool = False) -> 
     asyncio.run(kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces or [],
-        standalone=False,
+        standalone=True,  # one replica (Deployment strategy Recreate); no peering objects needed
+        liveness_endpoint=liveness_endpoint,
     ))

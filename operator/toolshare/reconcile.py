@@ -1,0 +1,222 @@
+"""Reconcile one ToolRun, and the RunShares of a namespace, from what the indexes hold.
+
+The handlers keep the cluster's state in kopf indexes (no list calls on events); this module turns
+that state into writes: render the desired children with the pure renderer, compare them with
+the actual children, and write only the difference. An unchanged run costs zero requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from . import render
+from .conditions import contains, set_condition
+from .kube import ApiError, Kube
+from .settings import Settings
+
+log = logging.getLogger("toolshare.reconcile")
+
+ANN_HASH = "toolshare.dev/render-hash"
+CHILD_KINDS = ("Pod", "Service", "Ingress", "NetworkPolicy")
+
+
+def render_hash(obj: Mapping) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def owner_reference(run: Mapping) -> dict:
+    return {"apiVersion": "toolshare.dev/v1alpha1", "kind": "ToolRun", "name": run["metadata"]["name"],
+            "uid": run["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def finish_child(child: dict, run: Mapping) -> dict:
+    """Stamp ownership and the render hash (of the object before stamping) on a desired child."""
+    child = copy.deepcopy(child)
+    digest = render_hash(child)
+    meta = child["metadata"]
+    meta["ownerReferences"] = [owner_reference(run)]
+    meta.setdefault("annotations", {})[ANN_HASH] = digest
+    return child
+
+
+def child_key(obj: Mapping) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+def needs_write(desired: Mapping, actual: Mapping | None) -> bool:
+    """A child needs a write if missing, rendered differently, or drifted from what we set."""
+    if actual is None:
+        return True
+    if (actual.get("metadata", {}).get("annotations") or {}).get(ANN_HASH) != desired["metadata"]["annotations"][ANN_HASH]:
+        return True
+    if desired["kind"] == "Pod":  # immutable spec, server-filled defaults: the hash decides
+        return False
+    return not contains(actual, {k: v for k, v in desired.items() if k != "status"})
+
+
+def strip(obj: Mapping) -> dict:
+    """What the index keeps of an object: no managedFields, no kopf-internal views."""
+    obj = copy.deepcopy(dict(obj))
+    obj.get("metadata", {}).pop("managedFields", None)
+    return obj
+
+
+@dataclass
+class Written:
+    """Children we wrote whose watch event has not reached the index yet (read-your-writes)."""
+
+    objects: dict[tuple[str, str, str, str], dict] = field(default_factory=dict)
+
+    @staticmethod
+    def key(obj: Mapping) -> tuple[str, str, str, str]:
+        return obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"], ""
+
+    def remember(self, obj: Mapping) -> None:
+        self.objects[self.key(obj)] = strip(obj)
+
+    def forget(self, obj: Mapping) -> None:
+        self.objects.pop(self.key(obj), None)
+
+    def newest(self, indexed: Mapping | None, desired_key) -> Mapping | None:
+        """The fresher of the indexed object and our own last write of it."""
+        mine = self.objects.get(desired_key)
+        if mine is None:
+            return indexed
+        if indexed is None:
+            return mine
+        try:
+            if int(indexed["metadata"]["resourceVersion"]) >= int(mine["metadata"]["resourceVersion"]):
+                self.objects.pop(desired_key, None)
+                return indexed
+        except (KeyError, ValueError):
+            return indexed
+        return mine
+
+
+@dataclass
+class Reconciler:
+    kube: Kube
+    settings: Settings
+    written: Written = field(default_factory=Written)
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self.locks.setdefault((namespace, name), asyncio.Lock())
+
+    async def _write(self, fn, *args):
+        return await asyncio.to_thread(fn, *args)
+
+    async def reconcile_run(self, run: Mapping, shares: list[Mapping], runs_by_name: Mapping[str, Mapping],
+                            children: Mapping[tuple[str, str], Mapping], host_owner: Mapping | None,
+                            now: dt.datetime) -> dict:
+        """Bring one run's children and status in line; return the new status (for events)."""
+        ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
+        generation = run["metadata"].get("generation")
+        status = dict(run.get("status") or {})
+        conditions = status.get("conditions") or []
+        problems = render.validate_run(run)
+        if problems:
+            conditions = set_condition(conditions, "Ready", False, "InvalidSpec", "; ".join(problems), generation, now)
+            desired = []
+        elif host_owner is not None:
+            other = f"{host_owner['metadata']['namespace']}/{host_owner['metadata']['name']}"
+            msg = (f"host {render.host_for(run, self.settings)} is already used by ToolRun {other}; "
+                   "choose another spec.friendlyName")
+            conditions = set_condition(conditions, "Ready", False, "FriendlyNameConflict", msg, generation, now)
+            desired = [finish_child(c, run) for c in render.render_children(run, shares, self.settings, now, runs_by_name)
+                       if c["kind"] != "Ingress"]  # never take over another run's host
+        else:
+            desired = [finish_child(c, run) for c in render.render_children(run, shares, self.settings, now, runs_by_name)]
+            conditions = None  # set after the writes succeed
+
+        failed = None
+        wanted = {child_key(c) for c in desired}
+        for child in desired:
+            key = child_key(child)
+            wkey = (child["kind"], ns, child["metadata"]["name"], "")
+            actual = self.written.newest(children.get(key), wkey)
+            if not needs_write(child, actual):
+                continue
+            try:
+                if child["kind"] == "Pod" and actual is not None:
+                    # A Pod's spec is immutable: replace it. The next reconcile creates the new one.
+                    await self._write(self.kube.delete, "v1", "Pod", ns, child["metadata"]["name"])
+                    self.written.forget(child)
+                    continue
+                result = await self._write(self.kube.apply, child)
+                self.written.remember(result)
+            except ApiError as e:
+                failed = f"writing {child['kind']} {child['metadata']['name']}: {e}"
+                log.warning("run %s/%s: %s", ns, name, failed)
+        for key, actual in children.items():
+            if key not in wanted and key[0] in CHILD_KINDS:
+                try:
+                    await self._write(self.kube.delete, actual["apiVersion"], key[0], ns, key[1])
+                except ApiError as e:
+                    failed = f"deleting {key[0]} {key[1]}: {e}"
+
+        if conditions is None:
+            if failed:
+                conditions = set_condition(status.get("conditions"), "Ready", False, "ApplyFailed", failed, generation, now)
+            else:
+                conditions = set_condition(status.get("conditions"), "Ready", True, "Reconciled",
+                                           "children are in line with the run and its active shares", generation, now)
+        pod = children.get(("Pod", render.service_name(name))) if not problems else None
+        new_status = {
+            **(render.run_status(run, shares, self.settings, now, runs_by_name) if not problems else
+               {"urls": [], "sharedWith": {"users": [], "groups": [], "summary": ""}}),
+            "conditions": conditions,
+            "podPhase": ((pod or {}).get("status") or {}).get("phase") or ("Pending" if pod else "Unknown"),
+            "observedGeneration": generation,
+        }
+        if not contains(status, new_status):
+            try:
+                await self._write(self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "ToolRun", ns, name, new_status)
+            except ApiError as e:
+                if e.status != 404:
+                    log.warning("run %s/%s: status write failed: %s", ns, name, e)
+        if failed:
+            raise RetryLater(failed)
+        return new_status
+
+    async def reconcile_share(self, share: Mapping, runs_by_name: Mapping[str, Mapping], now: dt.datetime) -> render.ShareState:
+        ns, name = share["metadata"]["namespace"], share["metadata"]["name"]
+        state = render.share_state(share, runs_by_name, now)
+        status = dict(share.get("status") or {})
+        generation = share["metadata"].get("generation")
+        active = state.reason == render.ACTIVE
+        new_status = {
+            **render.share_status(state),
+            "conditions": set_condition(status.get("conditions"), "Ready", active, state.reason, state.message,
+                                        generation, now),
+            "observedGeneration": generation,
+        }
+        if not contains(status, new_status):
+            try:
+                await self._write(self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "RunShare", ns, name, new_status)
+            except ApiError as e:
+                if e.status != 404:
+                    log.warning("share %s/%s: status write failed: %s", ns, name, e)
+        return state
+
+
+class RetryLater(Exception):
+    pass
+
+
+def host_claims(runs: Iterable[Mapping], settings: Settings) -> dict[str, Mapping]:
+    """Which run holds each host: the oldest (then by namespace/name), so a later run never takes over."""
+    claims: dict[str, Mapping] = {}
+    for run in sorted(runs, key=lambda r: (r["metadata"].get("creationTimestamp") or "",
+                                           r["metadata"]["namespace"], r["metadata"]["name"])):
+        if render.validate_run(run):
+            continue
+        claims.setdefault(render.host_for(run, settings), run)
+    return claims
