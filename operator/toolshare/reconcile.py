@@ -70,7 +70,11 @@ def strip(obj: Mapping) -> dict:
 
 @dataclass
 class Written:
-    """Children we wrote whose watch event has not reached the index yet (read-your-writes)."""
+    """Objects we wrote whose watch event has not reached the index yet (read-your-writes).
+
+    Without this, a second event arriving before our own write's echo would compare against the
+    stale indexed copy and write the same thing again.
+    """
 
     objects: dict[tuple[str, str, str, str], dict] = field(default_factory=dict)
 
@@ -117,6 +121,7 @@ class Reconciler:
                             children: Mapping[tuple[str, str], Mapping], host_owner: Mapping | None,
                             now: dt.datetime) -> dict:
         """Bring one run's children and status in line; return the new status (for events)."""
+        run = self.written.newest(run, Written.key(run))
         ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
         generation = run["metadata"].get("generation")
         status = dict(run.get("status") or {})
@@ -178,7 +183,8 @@ class Reconciler:
         }
         if not contains(status, new_status):
             try:
-                await self._write(self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "ToolRun", ns, name, new_status)
+                self.written.remember(await self._write(
+                    self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "ToolRun", ns, name, new_status))
             except ApiError as e:
                 if e.status != 404:
                     log.warning("run %s/%s: status write failed: %s", ns, name, e)
@@ -187,6 +193,7 @@ class Reconciler:
         return new_status
 
     async def reconcile_share(self, share: Mapping, runs_by_name: Mapping[str, Mapping], now: dt.datetime) -> render.ShareState:
+        share = self.written.newest(share, Written.key(share))
         ns, name = share["metadata"]["namespace"], share["metadata"]["name"]
         state = render.share_state(share, runs_by_name, now)
         status = dict(share.get("status") or {})
@@ -200,7 +207,8 @@ class Reconciler:
         }
         if not contains(status, new_status):
             try:
-                await self._write(self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "RunShare", ns, name, new_status)
+                self.written.remember(await self._write(
+                    self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "RunShare", ns, name, new_status))
             except ApiError as e:
                 if e.status != 404:
                     log.warning("share %s/%s: status write failed: %s", ns, name, e)

@@ -1,0 +1,165 @@
+"""The operator's configuration: one frozen object, built once from the environment.
+
+Every value here can reach a rendered object (hosts, Ingress annotations, NetworkPolicy rules), so
+each is validated up front: a bad setting stops the operator at startup with a message naming the
+environment variable, instead of producing broken or unsafe children later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+
+from toolshare.principals import is_dns_label
+
+# DNS subdomain (RFC 1123): dot-separated labels, at most 253 characters.
+_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Annotation values are pasted into nginx configuration: no whitespace, quotes, ';', '{', '}' or
+# backslashes. The gate URL additionally gets no nginx variables, query or fragment.
+_GATE_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+_SIGNIN_URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,=%-]+$")
+# Equality-based label selector, "key=value[,key=value...]".
+_LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+# Hosts are "<label>.<base_domain>"; keep room for a 63-character label and the dot.
+BASE_DOMAIN_MAX_LENGTH = 253 - 64
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _env(name: str) -> dict[str, str]:
+    return {"env": name}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # Hosts are "<friendlyName>.<base_domain>" or "<run>-<namespace>.<base_domain>".
+    base_domain: str = dataclasses.field(
+        default="toolshare.localhost", metadata=_env("TOOLSHARE_BASE_DOMAIN"))
+    # spec.ingressClassName of every rendered Ingress.
+    ingress_class: str = dataclasses.field(
+        default="nginx", metadata=_env("TOOLSHARE_INGRESS_CLASS"))
+    # Toolshare's access gate; Ingresses call f"{gate_url}/check/<namespace>/<run>/<endpoint>".
+    gate_url: str = dataclasses.field(
+        default="http://toolshare-gate.toolshare-system.svc.cluster.local:8080",
+        metadata=_env("TOOLSHARE_GATE_URL"))
+    # oauth2-proxy sign-in page (nginx auth-signin); may use nginx variables such as $host.
+    # Empty means the default "https://auth.<base_domain>/oauth2/start?rd=...".
+    signin_url: str = dataclasses.field(default="", metadata=_env("TOOLSHARE_SIGNIN_URL"))
+    # Namespace of the ingress controller: the only source allowed to reach HTTP ports.
+    ingress_namespace: str = dataclasses.field(
+        default="ingress-nginx", metadata=_env("TOOLSHARE_INGRESS_NAMESPACE"))
+    # Secret holding the TLS certificate for every run host (e.g. a wildcard); "" = none.
+    tls_secret: str = dataclasses.field(default="", metadata=_env("TOOLSHARE_TLS_SECRET"))
+    # cert-manager ClusterIssuer, set as the cert-manager.io/cluster-issuer annotation; "" = none.
+    tls_cluster_issuer: str = dataclasses.field(
+        default="", metadata=_env("TOOLSHARE_TLS_CLUSTER_ISSUER"))
+    # Label selector ("key=value,...") for pods in the run's namespace allowed to reach SSH
+    # endpoints. "" = SSH reachable from nowhere. Sharing never changes this.
+    owner_access_selector: str = dataclasses.field(default="", metadata=_env("TOOLSHARE_SSH_FROM"))
+    # Server-side apply field manager for every write the operator makes.
+    field_manager: str = dataclasses.field(
+        default="toolshare", metadata=_env("TOOLSHARE_FIELD_MANAGER"))
+
+    def __post_init__(self) -> None:
+        if not self.signin_url:
+            object.__setattr__(self, "signin_url", default_signin_url(self.base_domain))
+        problems = [p for f in dataclasses.fields(self) if (p := self._check(f.name))]
+        if problems:
+            raise SettingsError("invalid Toolshare settings:\n  " + "\n  ".join(problems))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        """Read TOOLSHARE_* variables; unset or empty variables take the documented default."""
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            value = env.get(f.metadata["env"], "").strip()
+            if value:
+                kwargs[f.name] = value
+        return cls(**kwargs)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_secret or self.tls_cluster_issuer)
+
+    @property
+    def url_scheme(self) -> str:
+        return "https" if self.tls_enabled else "http"
+
+    @property
+    def owner_access_labels(self) -> dict[str, str]:
+        """TOOLSHARE_SSH_FROM as matchLabels; empty when SSH is reachable from nowhere."""
+        return _parse_selector(self.owner_access_selector)
+
+    def _check(self, name: str) -> str | None:
+        value = getattr(self, name)
+        var = next(f.metadata["env"] for f in dataclasses.fields(self) if f.name == name)
+        where = f"{name} ({var}={value!r})"
+        if not isinstance(value, str):
+            return f"{where}: must be a string"
+        if name == "base_domain":
+            if not _is_subdomain(value) or len(value) > BASE_DOMAIN_MAX_LENGTH:
+                return (f"{where}: must be a lower-case DNS name of at most "
+                        f"{BASE_DOMAIN_MAX_LENGTH} characters")
+        elif name in ("ingress_class", "tls_cluster_issuer", "tls_secret"):
+            if value and not _is_subdomain(value):
+                return f"{where}: must be a Kubernetes object name (DNS subdomain)"
+        elif name == "ingress_namespace":
+            if not is_dns_label(value):
+                return f"{where}: must be a namespace name (DNS-1123 label)"
+        elif name == "gate_url":
+            if not _GATE_URL_RE.fullmatch(value) or value.endswith("/"):
+                return (f"{where}: must be an http(s) URL without query, fragment, "
+                        "trailing slash or special characters")
+        elif name == "signin_url":
+            if not _SIGNIN_URL_RE.fullmatch(value):
+                return (f"{where}: must be an http(s) URL without whitespace, quotes, "
+                        "';', '{', '}' or backslashes")
+        elif name == "owner_access_selector":
+            try:
+                _parse_selector(value)
+            except ValueError as e:
+                return f"{where}: {e}"
+        elif name == "field_manager":
+            if not re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9_.]{0,127}", value):
+                return f"{where}: must be a short name of letters, digits, '-', '_' and '.'"
+        return None
+
+
+def default_signin_url(base_domain: str) -> str:
+    return f"https://auth.{base_domain}/oauth2/start?rd=$scheme://$host$escaped_request_uri"
+
+
+def _is_subdomain(value: str) -> bool:
+    return len(value) <= 253 and _SUBDOMAIN_RE.fullmatch(value) is not None
+
+
+def _parse_selector(text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for term in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = term.replace("==", "=").partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not _is_label_key(key) or not _is_label_value(value):
+            raise ValueError(
+                f"{term!r} is not key=value with a valid label key and value "
+                "(only equality selectors are supported)")
+        if labels.get(key, value) != value:
+            raise ValueError(f"label {key!r} is given twice with different values")
+        labels[key] = value
+    return labels
+
+
+def _is_label_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and not _is_subdomain(prefix):
+        return False
+    return len(name) <= 63 and _LABEL_NAME_RE.fullmatch(name) is not None
+
+
+def _is_label_value(value: str) -> bool:
+    return len(value) <= 63 and _LABEL_VALUE_RE.fullmatch(value) is not None

@@ -1,0 +1,74 @@
+"""Write budget, counted by the API server itself: nothing on idle or restart, little per share change."""
+
+from __future__ import annotations
+
+import time
+
+import kubernetes
+import pytest
+
+from tests.support.metrics import delta, write_counts
+from tests.support.objects import Toolshare, runshare, toolrun
+from tests.support.wait import wait_for
+
+OURS = {"pods", "services", "ingresses", "networkpolicies", "toolruns", "runshares", "events"}
+N_RUNS = 20
+
+
+def settled(cluster, quiet: float = 3.0, timeout: float = 60.0):
+    """Wait until no write to our resources happened for `quiet` seconds; return the counts."""
+    deadline = time.monotonic() + timeout
+    last = write_counts(cluster.client(), OURS)
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = write_counts(cluster.client(), OURS)
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= quiet:
+            return now
+    raise AssertionError("writes never settled")
+
+
+def other_test_namespaces_gone(cluster, namespace):
+    core = kubernetes.client.CoreV1Api(cluster.client())
+    items = core.list_namespace(label_selector="toolshare.dev/test=true").items
+    return all(ns.metadata.name == namespace for ns in items)
+
+
+@pytest.fixture
+def ts(cluster, namespace, operator):
+    wait_for(lambda: other_test_namespaces_gone(cluster, namespace), timeout=120,
+             what="earlier test namespaces to finish terminating (their deletions are writes too)")
+    return Toolshare(cluster.client(), namespace)
+
+
+def test_idle_restart_and_share_change_write_budget(ts, cluster, operator):
+    for i in range(N_RUNS):
+        ts.create(toolrun(f"run-{i}", labels={"formation": "a" if i % 2 else "b"}))
+    ts.create(runshare("to-bob", run="run-0", users=["bob"]))
+    ts.create(runshare("formation-a", selector={"matchLabels": {"formation": "a"}}, groups=["lab"]))
+    wait_for(lambda: ts.annotations("run-0").get("lab", {}).get("toolshare.dev/allowed-users") == "bob",
+             what="run-0 shared")
+    for i in range(1, N_RUNS, 2):
+        wait_for(lambda: ts.annotations(f"run-{i}").get("lab", {}).get("toolshare.dev/allowed-groups") == "lab",
+                 what=f"run-{i} shared with lab")
+    before = settled(cluster)
+
+    time.sleep(5)
+    assert delta(write_counts(cluster.client(), OURS), before) == {}, "an idle operator wrote something"
+
+    operator.restart()
+    after_restart = settled(cluster, quiet=5.0)
+    assert delta(after_restart, before) == {}, f"restart with {N_RUNS} unchanged runs wrote: {delta(after_restart, before)}"
+    assert "Traceback" not in operator.log_tail(20000)
+
+    # One share change on one single-endpoint run: one Ingress write, plus the status of the run
+    # (sharedWith) and of the share (observedGeneration).
+    ts.patch("runshares", "to-bob", {"spec": {"users": ["bob", "carol"]}})
+    wait_for(lambda: ts.annotations("run-0")["lab"]["toolshare.dev/allowed-users"] == "bob,carol", what="carol added")
+    change = delta(settled(cluster), after_restart)
+    assert change.pop(("APPLY", "ingresses", ""), 0) == 1
+    assert change.pop(("PATCH", "runshares", ""), 0) == 1  # the test's own spec change
+    assert set(change) <= {("PATCH", "toolruns", "status"), ("PATCH", "runshares", "status")}
+    assert sum(change.values()) <= 2, change
