@@ -60,14 +60,54 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
 
 # --- indexes: the cluster as the decisions need it ----------------------------------------
 
+# Each index answers one question in O(1) per event, so nothing scans a namespace's runs or
+# shares on every event (10,000 runs at restart would otherwise be quadratic).
+
+_STRIPPED: dict[str, tuple[str, dict]] = {}
+
+
+def _stripped(body) -> dict:
+    """One stripped copy per object version, shared by every index that holds the object."""
+    uid, rv = body["metadata"]["uid"], body["metadata"].get("resourceVersion", "")
+    cached = _STRIPPED.get(uid)
+    if cached is None or cached[0] != rv:
+        cached = _STRIPPED[uid] = (rv, strip(body))
+    return cached[1]
+
+
 @kopf.index(GROUP, VERSION, "toolruns")
 def toolruns_by_ns(namespace, body, **_):
-    return {namespace: strip(body)}
+    return {namespace: _stripped(body)}
+
+
+@kopf.index(GROUP, VERSION, "toolruns")
+def toolruns_by_key(namespace, name, body, **_):
+    return {(namespace, name): _stripped(body)}
+
+
+@kopf.index(GROUP, VERSION, "toolruns")
+def toolruns_by_host(body, **_):
+    if RT.reconciler is None or render.validate_run(body):
+        return None
+    return {render.host_for(body, RT.reconciler.settings): _stripped(body)}
 
 
 @kopf.index(GROUP, VERSION, "runshares")
-def runshares_by_ns(namespace, body, **_):
-    return {namespace: strip(body)}
+def runshares_by_key(namespace, name, body, **_):
+    return {(namespace, name): _stripped(body)}
+
+
+@kopf.index(GROUP, VERSION, "runshares")
+def runshares_by_run(namespace, spec, body, **_):
+    """Shares naming one run (runRef)."""
+    ref = (spec.get("runRef") or {}).get("name")
+    return {(namespace, ref): _stripped(body)} if ref and not spec.get("runSelector") else None
+
+
+@kopf.index(GROUP, VERSION, "runshares")
+def runshares_with_selector(namespace, spec, body, **_):
+    """Shares selecting runs by label: the only ones that need the namespace's runs."""
+    return {namespace: _stripped(body)} if spec.get("runSelector") is not None else None
 
 
 def _child(namespace, labels, body):
@@ -98,18 +138,43 @@ def child_networkpolicies(namespace, labels, body, **_):
     return _child(namespace, labels, body)
 
 
+INDEXES = ("toolruns_by_ns", "toolruns_by_key", "toolruns_by_host", "runshares_by_key", "runshares_by_run",
+           "runshares_with_selector", "child_pods", "child_services", "child_ingresses", "child_networkpolicies")
+
+
 def _remember(kwargs: Mapping) -> None:
-    for name in ("toolruns_by_ns", "runshares_by_ns", "child_pods", "child_services",
-                 "child_ingresses", "child_networkpolicies"):
+    for name in INDEXES:
         RT.indexes[name] = kwargs[name]
+
+
+def _one(index: str, key) -> Mapping | None:
+    return next(iter(RT.indexes[index].get(key, [])), None)
 
 
 def _runs(namespace: str) -> dict[str, Mapping]:
     return {r["metadata"]["name"]: r for r in RT.indexes["toolruns_by_ns"].get(namespace, [])}
 
 
-def _shares(namespace: str) -> list[Mapping]:
-    return list(RT.indexes["runshares_by_ns"].get(namespace, []))
+def _shares_for(namespace: str, run: str) -> list[Mapping]:
+    """Shares that may apply to one run: those naming it, and those selecting by label."""
+    return [*RT.indexes["runshares_by_run"].get((namespace, run), []),
+            *RT.indexes["runshares_with_selector"].get(namespace, [])]
+
+
+def _runs_for(namespace: str, run: Mapping, shares: list[Mapping]) -> dict[str, Mapping]:
+    """The runs a share verdict needs: the run itself, or the namespace's if a selector is involved."""
+    if any((s.get("spec") or {}).get("runSelector") is not None for s in shares):
+        return _runs(namespace)
+    return {run["metadata"]["name"]: run}
+
+
+def _share_runs(namespace: str, share: Mapping) -> dict[str, Mapping]:
+    spec = share.get("spec") or {}
+    if spec.get("runSelector") is not None:
+        return _runs(namespace)
+    ref = (spec.get("runRef") or {}).get("name")
+    run = _one("toolruns_by_key", (namespace, ref)) if ref else None
+    return {ref: run} if run is not None else {}
 
 
 def _children(namespace: str, run: str) -> dict[tuple[str, str], Mapping]:
@@ -120,8 +185,14 @@ def _children(namespace: str, run: str) -> dict[tuple[str, str], Mapping]:
     return out
 
 
-def _all_runs() -> list[Mapping]:
-    return [r for store in RT.indexes["toolruns_by_ns"].values() for r in store]
+def _host_holder(run: Mapping) -> Mapping | None:
+    """The oldest run claiming this run's host, if it is another run."""
+    claims = host_claims(RT.indexes["toolruns_by_host"].get(render.host_for(run, RT.reconciler.settings), []),
+                         RT.reconciler.settings)
+    holder = next(iter(claims.values()), None)
+    if holder is None or holder["metadata"].get("uid") == run["metadata"].get("uid"):
+        return None
+    return holder
 
 
 # --- reconciling ----------------------------------------------------------------------------
@@ -140,17 +211,15 @@ def _schedule(key: tuple, when: float, callback) -> None:
 async def reconcile_run(namespace: str, name: str) -> None:
     rec = RT.reconciler
     async with rec.lock(namespace, name):
-        runs = _runs(namespace)
-        run = runs.get(name)
+        run = _one("toolruns_by_key", (namespace, name))
         if run is None or run["metadata"].get("deletionTimestamp"):
             return  # the garbage collector removes the children
-        claims = host_claims(_all_runs(), rec.settings) if not render.validate_run(run) else {}
-        holder = claims.get(render.host_for(run, rec.settings)) if claims else None
-        if holder is not None and holder["metadata"].get("uid") == run["metadata"].get("uid"):
-            holder = None
+        holder = None if render.validate_run(run) else _host_holder(run)
+        shares = _shares_for(namespace, name)
         key = ("run", namespace, name)
         try:
-            await rec.reconcile_run(run, _shares(namespace), runs, _children(namespace, name), holder, utcnow())
+            await rec.reconcile_run(run, shares, _runs_for(namespace, run, shares), _children(namespace, name),
+                                    holder, utcnow())
             RT.backoff.pop(key, None)
         except RetryLater:
             delay = min(RT.backoff.get(key, 0.5) * 2, 60.0)
@@ -161,11 +230,11 @@ async def reconcile_run(namespace: str, name: str) -> None:
 async def reconcile_share(namespace: str, name: str) -> None:
     """Update one share's status, tell its runs' owners (Events), and reconcile the runs it touches."""
     rec = RT.reconciler
-    share = next((s for s in _shares(namespace) if s["metadata"]["name"] == name), None)
+    share = _one("runshares_by_key", (namespace, name))
     if share is None:
         return
     async with rec.lock(namespace, f"share:{name}"):
-        runs = _runs(namespace)
+        runs = _share_runs(namespace, share)
         old = RT.share_runs.get((namespace, name))
         if old is None:
             old = set((share.get("status") or {}).get("runs") or [])
@@ -202,17 +271,24 @@ def _announce(namespace, runs, share, old: set[str], new: set[str], reason: str)
 async def on_toolrun(event, namespace, name, body, **kwargs):
     _remember(kwargs)
     if event["type"] == "DELETED":
-        for share in _shares(namespace):
-            if name in ((share.get("status") or {}).get("runs") or []):
+        _STRIPPED.pop(body["metadata"].get("uid"), None)
+        for share in _shares_for(namespace, name):
+            if name in _listed_runs(share):
                 await reconcile_share(namespace, share["metadata"]["name"])
         await _reconcile_host_peers(body)
         return
     await reconcile_run(namespace, name)
-    # A new or relabelled run may change which shares apply (RunNotFound -> Active, selectors).
-    for share in _shares(namespace):
-        listed = name in ((share.get("status") or {}).get("runs") or [])
-        if listed or render.share_applies_to(share, body):
+    # A new or relabelled run may change which shares apply (RunNotFound -> Active, selectors);
+    # a share whose verdict on this run is unchanged needs nothing.
+    for share in _shares_for(namespace, name):
+        if (name in _listed_runs(share)) != render.share_applies_to(share, body):
             await reconcile_share(namespace, share["metadata"]["name"])
+
+
+def _listed_runs(share: Mapping) -> set[str]:
+    key = (share["metadata"]["namespace"], share["metadata"]["name"])
+    known = RT.share_runs.get(key)
+    return known if known is not None else set((share.get("status") or {}).get("runs") or [])
 
 
 async def _reconcile_host_peers(run: Mapping) -> None:
@@ -220,10 +296,8 @@ async def _reconcile_host_peers(run: Mapping) -> None:
     settings = RT.reconciler.settings
     if render.validate_run(run):
         return
-    host = render.host_for(run, settings)
-    for other in _all_runs():
-        if not render.validate_run(other) and render.host_for(other, settings) == host:
-            await reconcile_run(other["metadata"]["namespace"], other["metadata"]["name"])
+    for other in list(RT.indexes["toolruns_by_host"].get(render.host_for(run, settings), [])):
+        await reconcile_run(other["metadata"]["namespace"], other["metadata"]["name"])
 
 
 @kopf.on.event(GROUP, VERSION, "runshares")
@@ -233,7 +307,8 @@ async def on_runshare(event, namespace, name, body, **kwargs):
         old = RT.share_runs.pop((namespace, name), None)
         if old is None:
             old = set((body.get("status") or {}).get("runs") or [])
-        runs = _runs(namespace)
+        _STRIPPED.pop(body["metadata"].get("uid"), None)
+        runs = _share_runs(namespace, body)
         _announce(namespace, runs, body, old, set(), "Deleted")
         timer = RT.timers.pop(("share", namespace, name), None)
         if timer:
@@ -246,11 +321,12 @@ async def on_runshare(event, namespace, name, body, **kwargs):
 
 async def _on_child(event, namespace, labels, **kwargs):
     _remember(kwargs)
-    # Only a deletion by someone else, or a Pod's phase, can make a child disagree with its run;
-    # our own writes are already accounted for by the reconciler.
-    if event["type"] in ("DELETED", "MODIFIED", None):
+    # A child changed by someone else (deleted, edited) or a Pod's phase can make a run disagree
+    # with its children. The initial listing (type None) needs nothing: each run's own initial
+    # event reconciles it against fully populated indexes.
+    if event["type"] in ("DELETED", "MODIFIED"):
         run = labels.get(render.LABEL_RUN)
-        if run and run in _runs(namespace):
+        if run and _one("toolruns_by_key", (namespace, run)) is not None:
             await reconcile_run(namespace, run)
 
 
