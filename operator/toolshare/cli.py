@@ -37,6 +37,10 @@ def _operator(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = str(Path(args.kubeconfig).resolve())
     from .runner import run_operator
 
+    if args.metrics_port:
+        from .metrics import serve
+
+        serve(args.metrics_port)
     run_operator(namespaces=args.namespace, verbose=args.verbose, liveness_endpoint=args.liveness)
     return 0
 
@@ -70,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="watch only this namespace (repeatable; default: the whole cluster)")
     o.add_argument("--liveness", metavar="URL",
                    help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    o.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on this port (all interfaces)")
     o.add_argument("--verbose", action="store_true")
     o.set_defaults(func=_operator)
 

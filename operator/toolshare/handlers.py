@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping
 
 import kopf
 
-from . import render
+from . import metrics, render
 from .kube import Kube
 from .reconcile import Reconciler, RetryLater, host_claims, strip
 from .settings import Settings
@@ -35,6 +36,7 @@ class Runtime:
     # Runs each share applied to at its last reconcile: the "before" for Shared/Unshared events,
     # fresher than status.runs, which the index only learns after our status write comes back.
     share_runs: dict[tuple[str, str], set[str]] = {}
+    active_shares: set[tuple[str, str]] = set()
 
 
 RT = Runtime()
@@ -217,14 +219,19 @@ async def reconcile_run(namespace: str, name: str) -> None:
         holder = None if render.validate_run(run) else _host_holder(run)
         shares = _shares_for(namespace, name)
         key = ("run", namespace, name)
+        started = time.perf_counter()
         try:
             await rec.reconcile_run(run, shares, _runs_for(namespace, run, shares), _children(namespace, name),
                                     holder, utcnow())
             RT.backoff.pop(key, None)
+            metrics.RECONCILES.labels("ToolRun", "ok").inc()
         except RetryLater:
+            metrics.RECONCILES.labels("ToolRun", "retry").inc()
             delay = min(RT.backoff.get(key, 0.5) * 2, 60.0)
             RT.backoff[key] = delay
             _schedule(key, asyncio.get_running_loop().time() + delay, lambda: reconcile_run(namespace, name))
+        finally:
+            metrics.RECONCILE_SECONDS.labels("ToolRun").observe(time.perf_counter() - started)
 
 
 async def reconcile_share(namespace: str, name: str) -> None:
@@ -238,7 +245,11 @@ async def reconcile_share(namespace: str, name: str) -> None:
         old = RT.share_runs.get((namespace, name))
         if old is None:
             old = set((share.get("status") or {}).get("runs") or [])
+        started = time.perf_counter()
         state = await rec.reconcile_share(share, runs, utcnow())
+        metrics.RECONCILE_SECONDS.labels("RunShare").observe(time.perf_counter() - started)
+        metrics.RECONCILES.labels("RunShare", "ok").inc()
+        _count_active(namespace, name, state.reason == render.ACTIVE)
         new = set(state.runs)
         RT.share_runs[(namespace, name)] = new
         _announce(namespace, runs, share, old, new, state.reason)
@@ -249,6 +260,11 @@ async def reconcile_share(namespace: str, name: str) -> None:
         delay = max((expiry - utcnow()).total_seconds(), 0) + 0.05
         _schedule(("share", namespace, name), asyncio.get_running_loop().time() + delay,
                   lambda: reconcile_share(namespace, name))
+
+
+def _count_active(namespace: str, name: str, active: bool) -> None:
+    (RT.active_shares.add if active else RT.active_shares.discard)((namespace, name))
+    metrics.ACTIVE_SHARES.set(len(RT.active_shares))
 
 
 def _announce(namespace, runs, share, old: set[str], new: set[str], reason: str) -> None:
@@ -308,6 +324,7 @@ async def on_runshare(event, namespace, name, body, **kwargs):
         if old is None:
             old = set((body.get("status") or {}).get("runs") or [])
         _STRIPPED.pop(body["metadata"].get("uid"), None)
+        _count_active(namespace, name, False)
         runs = _share_runs(namespace, body)
         _announce(namespace, runs, body, old, set(), "Deleted")
         timer = RT.timers.pop(("share", namespace, name), None)

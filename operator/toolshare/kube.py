@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import kubernetes
 
+from .metrics import WRITES
+
 # Path segments of the kinds the operator writes: (group/version path prefix, plural, namespaced).
 KINDS = {
     ("v1", "Pod"): ("/api/v1", "pods"),
@@ -55,10 +57,11 @@ class Kube:
         return cls(kubernetes.client.ApiClient(), field_manager)
 
     def request(self, method: str, path: str, body=None, query: list | None = None,
-                content_type: str = "application/json") -> dict:
+                content_type: str = "application/json", kind: str = "") -> dict:
         if method != "GET":
             with self._lock:
                 self.writes[method] += 1
+            WRITES.labels(method, kind).inc()
         method_, url, headers, body_, _ = self.api.param_serialize(
             method, path, query_params=query or [], body=body,
             header_params={"Content-Type": content_type, "Accept": "application/json"},
@@ -75,20 +78,23 @@ class Kube:
         meta = obj["metadata"]
         path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
         query = [("fieldManager", self.field_manager)] + ([("force", "true")] if force else [])
-        return self.request("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml")
+        return self.request("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml",
+                            kind=obj["kind"])
 
     def merge_patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: dict) -> dict:
         path = object_path(api_version, kind, namespace, name) + "/status"
-        return self.request("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+        return self.request("PATCH", path, body={"status": status}, content_type="application/merge-patch+json",
+                            kind=f"{kind}/status")
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
             self.request("DELETE", object_path(api_version, kind, namespace, name),
-                         body={"propagationPolicy": "Background"})
+                         body={"propagationPolicy": "Background"}, kind=kind)
         except ApiError as e:
             if e.status != 404:
                 raise
 
     def create(self, obj: dict) -> dict:
         meta = obj["metadata"]
-        return self.request("POST", object_path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=obj)
+        return self.request("POST", object_path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=obj,
+                            kind=obj["kind"])

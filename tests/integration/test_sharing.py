@@ -167,3 +167,18 @@ def test_friendly_name_clash_gives_the_later_run_a_condition(ts, cluster, namesp
     ts.delete("toolruns", "first")
     wait_for(lambda: ready(ts, "toolruns", "second"), what="second takes the host after first is gone")
     wait_for(lambda: list(ts.ingresses("second")) == ["lab"], what="second's Ingress")
+
+
+def test_operator_metrics_count_reconciles_writes_and_active_shares(ts, operator):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ts.create(toolrun("nb"))
+    ts.create(runshare("to-bob", run="nb", users=["bob"]))
+    wait_for(lambda: allowed(ts, "nb") == ("bob", ""), what="shared")
+    families = {f.name: f for f in text_string_to_metric_families(operator.metrics())}
+    samples = lambda name: {tuple(sorted(s.labels.items())): s.value for s in families[name].samples}  # noqa: E731
+    assert samples("toolshare_reconciles")[(("kind", "ToolRun"), ("result", "ok"))] >= 1
+    assert samples("toolshare_api_writes")[(("kind", "Ingress"), ("verb", "PATCH"))] >= 1
+    assert samples("toolshare_active_shares")[()] >= 1
+    assert any(s.name == "toolshare_reconcile_duration_seconds_count" and s.value >= 1
+               for s in families["toolshare_reconcile_duration_seconds"].samples)

@@ -23,10 +23,11 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.port = free_port()
+        self.metrics_port = free_port()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "toolshare.cli", "operator", "--kubeconfig", str(self.kubeconfig),
-             "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
+             "--liveness", f"http://127.0.0.1:{self.port}/healthz", "--metrics-port", str(self.metrics_port)],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )
         log.close()
@@ -55,6 +56,10 @@ class OperatorProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
