@@ -76,20 +76,29 @@ def pinned_versions(module_dir: Path) -> dict[str, str]:
     return found
 
 
-def cache_root() -> Path:
+def cache_base() -> Path:
+    """~/.cache/toolshare (or $TOOLSHARE_CACHE_DIR): one subdirectory per tools/<name> module."""
     base = os.environ.get("TOOLSHARE_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "toolshare"
     )
-    return Path(base) / "controlplane"
+    return Path(base)
+
+
+def cache_root() -> Path:
+    return cache_base() / "controlplane"
+
+
+def module_suffix(module_dir: Path) -> str:
+    """The platform and a hash of go.mod and go.sum: the part of a cache key every module shares."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum"):
+        digest.update((module_dir / name).read_bytes())
+    return f"{sys.platform}-{platform.machine()}_{digest.hexdigest()[:12]}"
 
 
 def cache_key(module_dir: Path) -> str:
     v = pinned_versions(module_dir)
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
-        digest.update((module_dir / name).read_bytes())
-    arch = f"{sys.platform}-{platform.machine()}"
-    return f"k8s-{v['kubernetes']}_etcd-{v['etcd']}_{arch}_{digest.hexdigest()[:12]}"
+    return f"k8s-{v['kubernetes']}_etcd-{v['etcd']}_{module_suffix(module_dir)}"
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,8 @@ class Binaries:
         return self.directory / name
 
 
-def _complete(directory: Path) -> bool:
-    return all(os.access(directory / b, os.X_OK) for b in BINARIES)
+def _complete(directory: Path, names=BINARIES) -> bool:
+    return all(os.access(directory / b, os.X_OK) for b in names)
 
 
 def _ldflags(version: str) -> str:
@@ -119,40 +128,54 @@ def _ldflags(version: str) -> str:
     return " ".join(["-s", "-w"] + flags)
 
 
-def build(module_dir: Path, target: Path, log=print) -> None:
-    """Build every binary from the pinned module into `target`, atomically."""
+_ALTERNATIVES = (f"set KUBEBUILDER_ASSETS to a directory holding {', '.join(BINARIES)}, or point "
+                 "the tests at an existing cluster with TOOLSHARE_KUBECONFIG")
+
+
+def build(module_dir: Path, target: Path, log=print, packages: dict[str, str] | None = None,
+          version_args: dict[str, list[str]] | None = None, ldflags: str | None = None,
+          alternatives: str = _ALTERNATIVES) -> None:
+    """Build every binary from the pinned module into `target`, atomically.
+
+    The defaults build the control plane; other tools/<name> modules pass their own packages,
+    version queries, ldflags and alternatives (see toolshare.oauth2proxy).
+    """
+    names = tuple(packages) if packages else BINARIES
+    packages = packages or PACKAGES
+    version_args = version_args or VERSION_ARGS
     go = shutil.which("go")
     if go is None:
         raise BinariesUnavailable(
-            "Go is not installed, so the control-plane binaries cannot be built. Install Go "
-            "(1.26 or newer), or set KUBEBUILDER_ASSETS to a directory holding "
-            f"{', '.join(BINARIES)}, or point the tests at an existing cluster with TOOLSHARE_KUBECONFIG."
+            f"Go is not installed, so {', '.join(names)} cannot be built. Install Go "
+            f"(1.26 or newer), or {alternatives}."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f"{target.name}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent builders wait for the first one
-        if _complete(target):
+        if _complete(target, names):
             return
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
         try:
-            version = pinned_versions(module_dir)["kubernetes"]
+            if ldflags is None:
+                version = pinned_versions(module_dir)["kubernetes"]
+                ldflags = _ldflags(version)
+                log(f"building {', '.join(names)} (Kubernetes {version}) from {module_dir}; "
+                    "the first build takes several minutes")
+            else:
+                log(f"building {', '.join(names)} from {module_dir}; the first build takes minutes")
             env = {**os.environ, "GOFLAGS": "-mod=readonly"}
             started = time.monotonic()
-            log(f"building {', '.join(BINARIES)} (Kubernetes {version}) from {module_dir}; "
-                "the first build takes several minutes")
-            for name in BINARIES:
-                cmd = [go, "build", "-trimpath", "-ldflags", _ldflags(version),
-                       "-o", str(staging / name), PACKAGES[name]]
+            for name in names:
+                cmd = [go, "build", "-trimpath", "-ldflags", ldflags,
+                       "-o", str(staging / name), packages[name]]
                 proc = subprocess.run(cmd, cwd=module_dir, env=env, capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise BinariesUnavailable(
                         f"building {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}\n"
-                        "Alternatives: set KUBEBUILDER_ASSETS to a directory holding "
-                        f"{', '.join(BINARIES)}, or point the tests at an existing cluster with "
-                        "TOOLSHARE_KUBECONFIG."
+                        f"Alternatives: {alternatives}."
                     )
-                check = subprocess.run([str(staging / name), *VERSION_ARGS[name]], capture_output=True,
+                check = subprocess.run([str(staging / name), *version_args[name]], capture_output=True,
                                        text=True, timeout=60)
                 if check.returncode != 0:
                     raise BinariesUnavailable(f"the freshly built {name} does not run: {check.stderr[-2000:]}")

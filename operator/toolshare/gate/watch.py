@@ -1,0 +1,126 @@
+"""A list-then-watch reflector on aiohttp: the gate's only reads from the Kubernetes API.
+
+Credentials come from the kubeconfig (or the in-cluster service account) through the official
+client's config loader; requests are plain aiohttp so one event loop serves checks and watches.
+A watch resumes from the last resourceVersion (bookmarks keep it fresh); 410 Gone means the
+server no longer has that history, so the reflector lists again and replaces its store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import aiohttp
+import kubernetes
+
+log = logging.getLogger("toolshare.gate.watch")
+WATCH_TIMEOUT = 300  # seconds the server keeps one watch open before we start the next
+
+
+class Gone(Exception):
+    """The resourceVersion we watch from is too old (HTTP 410): list again."""
+
+
+@dataclass
+class ApiConfig:
+    host: str
+    ssl: ssl.SSLContext | bool
+    _config: kubernetes.client.Configuration
+
+    @classmethod
+    def load(cls, kubeconfig: str | None = None) -> "ApiConfig":
+        cfg = kubernetes.client.Configuration()
+        if kubeconfig:
+            kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        else:
+            try:
+                kubernetes.config.load_incluster_config(client_configuration=cfg)
+            except kubernetes.config.ConfigException:
+                kubernetes.config.load_kube_config(client_configuration=cfg)
+        context: ssl.SSLContext | bool = False
+        if cfg.verify_ssl:
+            context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+            if cfg.cert_file:
+                context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        return cls(cfg.host.rstrip("/"), context, cfg)
+
+    def headers(self) -> dict[str, str]:
+        # Asked on every request: the loader refreshes expiring in-cluster tokens here.
+        token = self._config.get_api_key_with_prefix("authorization") or self._config.get_api_key_with_prefix("BearerToken")
+        return {"Accept": "application/json", **({"Authorization": token} if token else {})}
+
+
+class Reflector:
+    """Keeps `on_replace`/`on_event` fed with every object at `path` matching `label_selector`."""
+
+    def __init__(self, api: ApiConfig, path: str, label_selector: str = "", *,
+                 on_replace: Callable[[list[dict]], None], on_event: Callable[[str, dict], None]):
+        self.api, self.path, self.selector = api, path, label_selector
+        self.on_replace, self.on_event = on_replace, on_event
+        self.synced = asyncio.Event()
+        self.resource_version = ""
+        self.lists = 0  # how often the reflector listed (once, plus once per 410 or failure)
+
+    def _url(self, **params) -> str:
+        query = {**({"labelSelector": self.selector} if self.selector else {}), **params}
+        return f"{self.api.host}{self.path}?{urlencode(query)}"
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        delay = 0.5
+        while True:
+            try:
+                if not self.resource_version:
+                    await self._list(session)
+                await self._watch(session)
+                delay = 0.5
+            except Gone:
+                log.info("watch of %s expired (410); listing again", self.path)
+                self.resource_version = ""
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+                log.warning("watch of %s failed: %s; retrying in %.1fs", self.path, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _list(self, session: aiohttp.ClientSession) -> None:
+        async with session.get(self._url(), headers=self.api.headers(), ssl=self.api.ssl,
+                               timeout=aiohttp.ClientTimeout(total=60)) as resp:
+            if resp.status != 200:
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
+                                                  message=(await resp.text())[:300])
+            body = await resp.json()
+        self.on_replace(body.get("items") or [])
+        self.resource_version = body["metadata"]["resourceVersion"]
+        self.lists += 1
+        self.synced.set()
+
+    async def _watch(self, session: aiohttp.ClientSession) -> None:
+        url = self._url(watch="1", resourceVersion=self.resource_version, allowWatchBookmarks="true",
+                        timeoutSeconds=str(WATCH_TIMEOUT))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_TIMEOUT + 30)
+        async with session.get(url, headers=self.api.headers(), ssl=self.api.ssl, timeout=timeout) as resp:
+            if resp.status == 410:
+                raise Gone()
+            if resp.status != 200:
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
+                                                  message=(await resp.text())[:300])
+            async for line in resp.content:
+                if line.strip():
+                    self._handle(json.loads(line))
+
+    def _handle(self, event: Mapping) -> None:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone()
+            raise ValueError(f"watch error: {obj.get('message')}")
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if rv:
+            self.resource_version = rv
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            self.on_event(kind, obj)

@@ -1,0 +1,88 @@
+"""oauth2-proxy: built from its pinned Go module (tools/oauth2-proxy), and its command line.
+
+The build reuses the control plane's builder (same atomic, pin-keyed cache under
+~/.cache/toolshare/oauth2-proxy/<key>/). `argv` is the one place that says how Toolshare runs
+oauth2-proxy: OIDC against an issuer, bearer tokens accepted, and the X-Auth-Request-* headers
+the gate reads identity from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .controlplane import binaries as binmod
+
+NAME = "oauth2-proxy"
+MODULE = "github.com/oauth2-proxy/oauth2-proxy/v7"
+ALTERNATIVES = ("set TOOLSHARE_OAUTH2_PROXY to an oauth2-proxy v7 binary built elsewhere, "
+                "or install Go 1.26+ so it can be built from tools/oauth2-proxy")
+
+
+def module_dir() -> Path:
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "tools" / NAME / "go.mod"
+        if candidate.exists():
+            return candidate.parent
+    raise binmod.BinariesUnavailable(f"tools/{NAME}/go.mod was not found; {ALTERNATIVES}")
+
+
+def pinned_version(directory: Path) -> str:
+    m = re.search(rf"^\s*{re.escape(MODULE)}\s+(v\S+)", (directory / "go.mod").read_text(), re.MULTILINE)
+    if not m:
+        raise binmod.BinariesUnavailable(f"{directory}/go.mod does not require {MODULE}")
+    return m.group(1)
+
+
+def cache_key(directory: Path) -> str:
+    return f"{pinned_version(directory)}_{binmod.module_suffix(directory)}"
+
+
+def ensure(log=print) -> Path:
+    """Path to the oauth2-proxy binary: $TOOLSHARE_OAUTH2_PROXY, the cache, or a fresh build."""
+    override = os.environ.get("TOOLSHARE_OAUTH2_PROXY")
+    if override:
+        if not os.access(override, os.X_OK):
+            raise binmod.BinariesUnavailable(f"TOOLSHARE_OAUTH2_PROXY={override} is not executable")
+        return Path(override)
+    directory = module_dir()
+    target = binmod.cache_base() / NAME / cache_key(directory)
+    if not binmod._complete(target, (NAME,)):
+        version = pinned_version(directory)
+        binmod.build(directory, target, log=log, packages={NAME: MODULE},
+                     version_args={NAME: ["--version"]},
+                     ldflags=f"-s -w -X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION={version}",
+                     alternatives=ALTERNATIVES)
+    return target / NAME
+
+
+def argv(binary: Path, *, listen: str, issuer: str, client_id: str, cookie_secret: str,
+         upstream: str = "static://202", extra: list[str] | None = None) -> list[str]:
+    """oauth2-proxy for Toolshare: OIDC sign-in, and signed bearer tokens from `issuer` accepted.
+
+    /oauth2/auth answers 401 without a valid session or token, else 202 with X-Auth-Request-User
+    (the token's `sub`), -Email (its `email`), -Groups (its `groups`, comma-separated) and
+    -Preferred-Username (its `preferred_username`, which the gate uses as the principal).
+    """
+    return [
+        str(binary),
+        f"--http-address={listen}",
+        "--provider=oidc",
+        f"--oidc-issuer-url={issuer}",
+        f"--client-id={client_id}",
+        "--client-secret=unused-for-bearer-tokens",
+        f"--cookie-secret={cookie_secret}",
+        "--cookie-secure=false",
+        "--email-domain=*",
+        "--oidc-email-claim=email",
+        "--oidc-groups-claim=groups",
+        "--set-xauthrequest",
+        "--skip-jwt-bearer-tokens",
+        f"--extra-jwt-issuers={issuer}={client_id}",
+        f"--redirect-url=http://{listen}/oauth2/callback",
+        f"--upstream={upstream}",
+        "--skip-provider-button",
+        "--silence-ping-logging",
+        *(extra or []),
+    ]

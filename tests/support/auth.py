@@ -1,0 +1,60 @@
+"""Session fixtures for the sign-in path: a dev OIDC issuer, a real oauth2-proxy, the gate.
+
+Loaded as a pytest plugin from tests/conftest.py. The gate runs as `toolshare gate` in its own
+process against the session's API server, as it would be deployed.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+from toolshare import devservices
+from toolshare.devissuer import DevIssuer
+
+
+@pytest.fixture(scope="session")
+def issuer():
+    iss = DevIssuer().start()
+    yield iss
+    iss.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth2_proxy(issuer, tmp_path_factory):
+    svc = devservices.oauth2_proxy(issuer.url, tmp_path_factory.mktemp("oauth2-proxy")).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def gate(cluster, crds, oauth2_proxy, tmp_path_factory):
+    svc = devservices.gate(cluster.kubeconfig(), f"{oauth2_proxy.url}/oauth2/auth",
+                           tmp_path_factory.mktemp("gate")).start()
+    yield svc
+    svc.stop()
+
+
+def get(url: str, token: str | None = None, headers: dict | None = None) -> tuple[int, dict, str]:
+    """(status, headers, body) of a GET, bearer `token` if given; never raises on HTTP errors."""
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode(errors="replace")
+
+
+PEOPLE = ("alice", "bob", "carol", "dave", None)  # owner, shared user, group member, stranger, anonymous
+
+
+def matrix(gate_url: str, issuer: DevIssuer, namespace: str, run: str, endpoint: str,
+           people=PEOPLE) -> tuple[int, ...]:
+    """The gate's answer for each person (None = no credentials) on one endpoint."""
+    return tuple(get(f"{gate_url}/check/{namespace}/{run}/{endpoint}",
+                     issuer.token(p) if p else None)[0] for p in people)
