@@ -12,6 +12,8 @@ import pytest
 
 from tests.support import cluster as support
 
+pytest_plugins = ["tests.support.auth"]  # issuer, oauth2_proxy, gate fixtures
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
