@@ -1,0 +1,76 @@
+"""Through a real reverse proxy: nginx configured from the operator's Ingress, asking the gate.
+
+The request goes to the run's host on nginx; nginx's auth_request calls the Ingress's auth-url
+(the gate, which asks oauth2-proxy), and either forwards to the tool (a stand-in process reached
+through an EndpointSlice the test creates, since no kubelet runs here) or refuses. Sharing and
+unsharing change the answer with no change to the nginx configuration and no reload.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import kubernetes
+import pytest
+
+from tests.support.auth import get
+from tests.support.nginx import Nginx
+from tests.support.objects import Toolshare, runshare, toolrun
+from tests.support.wait import wait_for
+from toolshare import devservices
+
+
+@pytest.fixture
+def standin(tmp_path):
+    svc = devservices.standin_tool("notebook", tmp_path).start()
+    yield svc
+    svc.stop()
+
+
+def _endpoint_slice(namespace: str, service: str, port_name: str, port: int) -> dict:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{service}-local", "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": service}},
+            # The API server refuses loopback IPs here; an FQDN under .localhost is loopback (RFC 6761).
+            "addressType": "FQDN",
+            "endpoints": [{"addresses": [f"{service}.localhost"], "conditions": {"ready": True}}],
+            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]}
+
+
+def test_nginx_with_the_ingress_auth_annotations_lets_in_exactly_who_the_gate_allows(
+        operator, gate, issuer, cluster, namespace, standin, tmp_path):
+    client = cluster.client()
+    ts = Toolshare(client, namespace)
+    ts.create(toolrun("web"))
+    ingress = wait_for(lambda: ts.ingresses("web").get("lab"), what="the lab Ingress")
+    kubernetes.client.DiscoveryV1Api(client).create_namespaced_endpoint_slice(
+        namespace, _endpoint_slice(namespace, "web", "lab", standin.port))
+
+    nginx = Nginx(tmp_path / "nginx")
+    nginx.configure([ingress], client, gate_address=urllib.parse.urlsplit(gate.url).netloc)
+    nginx.start()
+    try:
+        host = ingress["spec"]["rules"][0]["host"]
+
+        def visit(person, extra=None, path="/lab/tree"):
+            headers = {"Host": host, **(extra or {})}
+            return get(f"http://127.0.0.1:{nginx.port}{path}", issuer.token(person) if person else None, headers)
+
+        wait_for(lambda: visit("alice")[0] == 200, what="alice through nginx")
+        status, _, body = visit("alice", {"X-Auth-Request-User": "mallory"})
+        # The tool learns the user from the gate's answer, not from what the client sent.
+        assert status == 200 and body == "hello from notebook to alice at /lab/tree\n"
+        assert visit("bob")[0] == 403
+        assert visit("dave", {"X-Auth-Request-User": "alice", "X-Auth-Request-Preferred-Username": "alice"})[0] == 403
+        status, headers, _ = visit(None)
+        assert status == 302
+        assert headers["Location"].startswith("https://auth.toolshare.localhost/oauth2/start?rd=")
+
+        ts.create(runshare("bob-in", run="web", users=["bob"]))
+        wait_for(lambda: visit("bob")[0] == 200, what="bob let in after the share")
+        assert visit("bob")[2] == "hello from notebook to bob at /lab/tree\n"
+        ts.delete("runshares", "bob-in")
+        wait_for(lambda: visit("bob")[0] == 403, what="bob refused after the unshare")
+        assert visit("alice")[0] == 200
+    finally:
+        nginx.stop()
