@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CLUSTER_DIR ?= .toolshare/cluster
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration binaries venv down status clean
+.PHONY: run test unit integration binaries venv down status clean deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,22 +15,34 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-## binaries: build (once, cached under ~/.cache/toolshare) or locate etcd, kube-apiserver, kube-controller-manager, kubectl
+## binaries: build (once, cached under ~/.cache/toolshare) or locate etcd, kube-apiserver, kube-controller-manager, kubectl, oauth2-proxy
 binaries: venv
 	$(BIN)/toolshare cluster build
+	$(BIN)/python -m toolshare.oauth2proxy
+
+## deps: Debian packages the tests drive: nginx (auth_request) and chromium (browser test); apt only when missing
+deps:
+	@missing=""; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing$$missing with apt-get"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
 
 ## run: local control plane + CRDs + the operator in the foreground
 run: binaries
 	$(BIN)/toolshare dev --dir $(CLUSTER_DIR)
 
 ## test: every test, unit and integration, on a real local API server
-test: binaries
+test: binaries deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: binaries
+integration: binaries deps
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 down: venv

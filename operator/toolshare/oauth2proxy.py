@@ -86,3 +86,7 @@ def argv(binary: Path, *, listen: str, issuer: str, client_id: str, cookie_secre
         "--silence-ping-logging",
         *(extra or []),
     ]
+
+
+if __name__ == "__main__":  # `python -m toolshare.oauth2proxy`: build or locate it, print its path
+    print(ensure())
