@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from html import escape
+
+from toolshare.render import parse_time
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1d2430;padding:0 1rem}
@@ -13,6 +16,15 @@ th{font-size:.8rem;text-transform:uppercase;letter-spacing:.04em;color:#5b6472}
 a{color:#1a5fd0}.none{color:#5b6472;font-style:italic}.tag{background:#eef2f8;border-radius:.3rem;
 padding:0 .35rem;font-size:.85rem;margin-right:.25rem;white-space:nowrap}
 """
+
+
+def when(value: object) -> str:
+    """RFC 3339 as "2026-11-22 16:12 UTC" (the raw text if it is not a time)."""
+    try:
+        t = parse_time(value)
+    except ValueError:
+        return str(value)
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _e(value: object) -> str:
@@ -36,7 +48,8 @@ def _shares(run: dict) -> str:
     for s in run.get("shares") or []:
         via = "you" if s["via"] == "user" else s["via"].replace("group:", "group ")
         parts = [f'<span class="tag">{_e(via)}</span> by {_e(s["sharedBy"])}',
-                 f'since {_e(s["since"])}', f'until {_e(s["expiresAt"])}' if s.get("expiresAt") else "no expiry"]
+                 f'since {_e(when(s["since"]))}',
+                 f'until {_e(when(s["expiresAt"]))}' if s.get("expiresAt") else "no expiry"]
         if s.get("endpoints"):
             parts.append("only " + ", ".join(_e(e) for e in s["endpoints"]))
         rows.append(" · ".join(parts))
