@@ -50,10 +50,15 @@ def main(directory: Path) -> int:
     print("Stop the operator with Ctrl-C; stop the control plane with `make down`.")
     print()
     os.environ["KUBECONFIG"] = str(kubeconfig)
+    from .devaccess import AccessStack
     from .runner import run_operator
 
+    # oauth2-proxy, the gate, a stand-in tool and nginx; prints how to reach the sample as bob.
+    access = AccessStack(state.directory, kubeconfig).start()
     try:
         run_operator()
     except KeyboardInterrupt:
         pass
+    finally:
+        access.stop()
     return 0

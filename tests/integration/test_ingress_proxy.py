@@ -14,7 +14,7 @@ import kubernetes
 import pytest
 
 from tests.support.auth import get
-from tests.support.nginx import Nginx
+from toolshare.devingress import Nginx, endpoint_slice
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.wait import wait_for
 from toolshare import devservices
@@ -27,16 +27,6 @@ def standin(tmp_path):
     svc.stop()
 
 
-def _endpoint_slice(namespace: str, service: str, port_name: str, port: int) -> dict:
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{service}-local", "namespace": namespace,
-                         "labels": {"kubernetes.io/service-name": service}},
-            # The API server refuses loopback IPs here; an FQDN under .localhost is loopback (RFC 6761).
-            "addressType": "FQDN",
-            "endpoints": [{"addresses": [f"{service}.localhost"], "conditions": {"ready": True}}],
-            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]}
-
-
 def test_nginx_with_the_ingress_auth_annotations_lets_in_exactly_who_the_gate_allows(
         operator, gate, issuer, cluster, namespace, standin, tmp_path):
     client = cluster.client()
@@ -44,7 +34,7 @@ def test_nginx_with_the_ingress_auth_annotations_lets_in_exactly_who_the_gate_al
     ts.create(toolrun("web"))
     ingress = wait_for(lambda: ts.ingresses("web").get("lab"), what="the lab Ingress")
     kubernetes.client.DiscoveryV1Api(client).create_namespaced_endpoint_slice(
-        namespace, _endpoint_slice(namespace, "web", "lab", standin.port))
+        namespace, endpoint_slice(namespace, "web", "lab", standin.port))
 
     nginx = Nginx(tmp_path / "nginx")
     nginx.configure([ingress], client, gate_address=urllib.parse.urlsplit(gate.url).netloc)

@@ -1,5 +1,7 @@
 """A real nginx (Debian's, with auth_request) configured from Toolshare's Ingress, as ingress-nginx would.
 
+Used by the end-to-end test and by `make run` (no ingress controller runs locally).
+
 Traefik's kubernetesIngressNGINX provider was the first choice, but Traefik cannot be built from its
 Go module here (several of its transitive modules are not served by the module proxy), so this
 helper plays the ingress controller's part: it reads the Ingress, its Service and the Service's
@@ -24,13 +26,24 @@ from pathlib import Path
 
 import kubernetes
 
-from toolshare.controlplane.cluster import free_port
+from .controlplane.cluster import free_port
 
 NGINX = "nginx.ingress.kubernetes.io/"
 
 
 class IngressError(RuntimeError):
     pass
+
+
+def endpoint_slice(namespace: str, service: str, port_name: str, port: int) -> dict:
+    """An EndpointSlice putting a local process behind the Service (no kubelet makes one here)."""
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{service}-local", "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": service}},
+            # The API server refuses loopback IPs here; an FQDN under .localhost is loopback (RFC 6761).
+            "addressType": "FQDN",
+            "endpoints": [{"addresses": [f"{service}.localhost"], "conditions": {"ready": True}}],
+            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]}
 
 
 def backend_address(client: kubernetes.client.ApiClient, namespace: str, service: str, port_name: str) -> str:
