@@ -18,6 +18,7 @@ import kopf
 
 from . import metrics, render
 from .kube import Kube
+from .policy import Policy
 from .reconcile import Reconciler, RetryLater, host_claims, strip
 from .settings import Settings
 
@@ -56,7 +57,7 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     config = Settings.from_env()
-    RT.reconciler = Reconciler(Kube.from_environment(config.field_manager), config)
+    RT.reconciler = Reconciler(Kube.from_environment(config.field_manager), config, Policy.from_env())
     log.info("toolshare operator configured: %s", config)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from . import render
 from .conditions import contains, set_condition
 from .kube import ApiError, Kube
+from .policy import Policy
 from .settings import Settings
 
 log = logging.getLogger("toolshare.reconcile")
@@ -108,6 +109,7 @@ class Written:
 class Reconciler:
     kube: Kube
     settings: Settings
+    policy: Policy = field(default_factory=Policy)
     written: Written = field(default_factory=Written)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
 
@@ -135,10 +137,10 @@ class Reconciler:
             msg = (f"host {render.host_for(run, self.settings)} is already used by ToolRun {other}; "
                    "choose another spec.friendlyName")
             conditions = set_condition(conditions, "Ready", False, "FriendlyNameConflict", msg, generation, now)
-            desired = [finish_child(c, run) for c in render.render_children(run, shares, self.settings, now, runs_by_name)
+            desired = [finish_child(c, run) for c in render.render_children(run, shares, self.settings, now, runs_by_name, self.policy)
                        if c["kind"] != "Ingress"]  # never take over another run's host
         else:
-            desired = [finish_child(c, run) for c in render.render_children(run, shares, self.settings, now, runs_by_name)]
+            desired = [finish_child(c, run) for c in render.render_children(run, shares, self.settings, now, runs_by_name, self.policy)]
             conditions = None  # set after the writes succeed
 
         failed = None
@@ -175,7 +177,7 @@ class Reconciler:
                                            "children are in line with the run and its active shares", generation, now)
         pod = children.get(("Pod", render.service_name(name))) if not problems else None
         new_status = {
-            **(render.run_status(run, shares, self.settings, now, runs_by_name) if not problems else
+            **(render.run_status(run, shares, self.settings, now, runs_by_name, self.policy) if not problems else
                {"urls": [], "sharedWith": {"users": [], "groups": [], "summary": ""}}),
             "conditions": conditions,
             "podPhase": ((pod or {}).get("status") or {}).get("phase") or ("Pending" if pod else "Unknown"),
@@ -195,7 +197,7 @@ class Reconciler:
     async def reconcile_share(self, share: Mapping, runs_by_name: Mapping[str, Mapping], now: dt.datetime) -> render.ShareState:
         share = self.written.newest(share, Written.key(share))
         ns, name = share["metadata"]["namespace"], share["metadata"]["name"]
-        state = render.share_state(share, runs_by_name, now)
+        state = render.share_state(share, runs_by_name, now, self.policy)
         status = dict(share.get("status") or {})
         generation = share["metadata"].get("generation")
         active = state.reason == render.ACTIVE

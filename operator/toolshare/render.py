@@ -21,8 +21,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from toolshare.policy import Policy
 from toolshare.principals import DNS_LABEL_MAX_LENGTH, is_dns_label, is_valid_principal
 from toolshare.settings import Settings
+from toolshare.sharing import sharer_problem
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "toolshare"
@@ -382,8 +384,13 @@ def _expires_at(share: Mapping) -> dt.datetime | None:
     return None if value is None else parse_time(value)
 
 
-def share_state(share: Mapping, runs_by_name: Mapping[str, Mapping], now: dt.datetime) -> ShareState:
-    """The share's verdict against the runs of its namespace: (reason, message, runs)."""
+def share_state(share: Mapping, runs_by_name: Mapping[str, Mapping], now: dt.datetime,
+                policy: Policy | None = None) -> ShareState:
+    """The share's verdict against the runs of its namespace: (reason, message, runs).
+
+    With a policy (the operator always passes one), the share's recorded sharer must still be
+    allowed to share every run it matches (defence in depth behind the admission webhook).
+    """
     now = _as_utc(now)
     if problem := share_problem(share):
         return ShareState(INVALID, problem, ())
@@ -391,6 +398,9 @@ def share_state(share: Mapping, runs_by_name: Mapping[str, Mapping], now: dt.dat
     if expires is not None and expires <= now:
         return ShareState(EXPIRED, f"expired at {expires.isoformat()}", ())
     matched = sorted((r for r in runs_by_name.values() if share_applies_to(share, r)), key=_name)
+    if policy is not None and (problem := sharer_problem(
+            share, [(_name(r), _get(r, "spec", "owner")) for r in matched], policy)):
+        return ShareState(INVALID, problem, ())
     if not matched:
         ref = _get(share, "spec", "runRef", "name")
         message = f"ToolRun {ref!r} not found" if ref else "no ToolRun matches spec.runSelector"
@@ -411,7 +421,8 @@ def share_state(share: Mapping, runs_by_name: Mapping[str, Mapping], now: dt.dat
 
 
 def access_for(run: Mapping, shares: Iterable[Mapping], now: dt.datetime,
-               runs_by_name: Mapping[str, Mapping] | None = None) -> dict[str, Access]:
+               runs_by_name: Mapping[str, Mapping] | None = None,
+               policy: Policy | None = None) -> dict[str, Access]:
     """{endpoint: Access} over the run's HTTP endpoints: the union of its active shares.
 
     The owner is not listed (see is_allowed). Pass runs_by_name (the namespace's runs) so a
@@ -424,7 +435,7 @@ def access_for(run: Mapping, shares: Iterable[Mapping], now: dt.datetime,
     for share in shares:
         if not share_applies_to(share, run):
             continue
-        state = share_state(share, runs, now)
+        state = share_state(share, runs, now, policy)
         if state.reason != ACTIVE or _name(run) not in state.runs:
             continue
         spec = share["spec"]
@@ -517,11 +528,12 @@ def _principal_list(principals: Iterable[str]) -> str:
 
 
 def render_ingresses(run: Mapping, shares: Iterable[Mapping], settings: Settings,
-                     now: dt.datetime, runs_by_name: Mapping[str, Mapping] | None = None) -> list[dict]:
+                     now: dt.datetime, runs_by_name: Mapping[str, Mapping] | None = None,
+                     policy: Policy | None = None) -> list[dict]:
     """One Ingress per HTTP endpoint, each with its own access list and the gate's auth-url."""
     name, namespace, owner = _identity(run)
     host = host_for(run, settings)
-    access = access_for(run, shares, now, runs_by_name)
+    access = access_for(run, shares, now, runs_by_name, policy)
     ingresses = []
     for i, ep in enumerate(http_endpoints(run)):
         annotations = {
@@ -576,7 +588,8 @@ def render_network_policy(run: Mapping, settings: Settings) -> dict:
 
 
 def render_children(run: Mapping, shares: Iterable[Mapping], settings: Settings, now: dt.datetime,
-                    runs_by_name: Mapping[str, Mapping] | None = None) -> list[dict]:
+                    runs_by_name: Mapping[str, Mapping] | None = None,
+                    policy: Policy | None = None) -> list[dict]:
     """Every desired child of the run, in a fixed order: Pod, Service, Ingresses, NetworkPolicy.
 
     Malformed endpoints are left out (validate_run says why); a malformed identity raises.
@@ -584,7 +597,7 @@ def render_children(run: Mapping, shares: Iterable[Mapping], settings: Settings,
     shares = list(shares)
     service = render_service(run)
     return [render_pod(run), *([service] if service else []),
-            *render_ingresses(run, shares, settings, now, runs_by_name),
+            *render_ingresses(run, shares, settings, now, runs_by_name, policy),
             render_network_policy(run, settings)]
 
 
@@ -614,10 +627,10 @@ def _summary(items: list[str], limit: int = 120) -> str:
 
 
 def run_status(run: Mapping, shares: Iterable[Mapping], settings: Settings, now: dt.datetime,
-               runs_by_name: Mapping[str, Mapping] | None = None) -> dict:
+               runs_by_name: Mapping[str, Mapping] | None = None, policy: Policy | None = None) -> dict:
     """The rendered part of a ToolRun's status: urls and sharedWith (conditions are the handler's)."""
     return {"urls": run_urls(run, settings),
-            "sharedWith": shared_with(access_for(run, shares, now, runs_by_name))}
+            "sharedWith": shared_with(access_for(run, shares, now, runs_by_name, policy))}
 
 
 def share_status(state: ShareState) -> dict:

@@ -1,0 +1,247 @@
+"""Pure admission decisions: owners, who may share, directory, images, hostile requesters."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from toolshare import admission, directory, images, render, sharing
+from toolshare.admission import CREATE, UPDATE, Requester
+from toolshare.policy import Policy, PolicyError, TrustedApplier, parse_trusted_appliers
+
+ALICE = Requester("alice", ("lab", "data-science", "system:authenticated"))
+BOB = Requester("bob", ("lab",))
+ADMIN = Requester("root", ("toolshare:admins",))
+MASTER = Requester("admin", ("system:masters",))
+POLICY = Policy()
+CORPUS = [e["value"] * e.get("repeat", 1)
+          for e in yaml.safe_load((Path(__file__).parents[1] / "data" / "hostile_principals.yaml").read_text())]
+
+
+def run(name="nb", owner="alice", image="quay.io/jupyter/base-notebook:1", labels=None, ns="ns"):
+    spec = {"image": image, "endpoints": [{"name": "lab", "port": 8888, "protocol": "http"}]}
+    if owner is not None:
+        spec["owner"] = owner
+    return {"metadata": {"name": name, "namespace": ns, "labels": labels or {}}, "spec": spec}
+
+
+def share(name="s", run_name="nb", selector=None, users=("bob",), groups=(), ns="ns", annotations=None):
+    spec = {"users": list(users), "groups": list(groups)}
+    spec.update({"runSelector": selector} if selector else {"runRef": {"name": run_name}})
+    return {"metadata": {"name": name, "namespace": ns, "annotations": annotations or {}}, "spec": spec}
+
+
+def ishare(image, owner, users=(), groups=(), name="i", ns="ns", created="2026-01-01T00:00:00Z"):
+    return {"metadata": {"name": name, "namespace": ns, "creationTimestamp": created},
+            "spec": {"image": image, "owner": owner, "users": list(users), "groups": list(groups)}}
+
+
+# --- owner ---------------------------------------------------------------------------------
+
+def test_owner_is_set_from_the_request_when_absent_and_kept_on_update():
+    assert admission.owner_to_set(CREATE, run(owner=None), None, BOB) == "bob"
+    assert admission.owner_to_set(CREATE, run(owner="bob"), None, BOB) is None
+    assert admission.owner_to_set(UPDATE, run(owner=None), run(owner="alice"), BOB) == "alice"
+
+
+@pytest.mark.parametrize("req, allowed", [(BOB, False), (ALICE, True), (ADMIN, True), (MASTER, True)])
+def test_naming_another_owner_needs_admin(req, allowed):
+    problem = admission.owner_problem("ToolRun", CREATE, run(owner="alice"), None, req, POLICY, None)
+    assert (problem is None) == allowed
+    if not allowed:
+        assert "user 'bob' may not create a ToolRun owned by 'alice'" in problem
+
+
+def test_admin_groups_are_configurable():
+    policy = Policy(admin_groups=("platform",))
+    assert policy.is_admin(["platform"]) and policy.is_admin(["system:masters"])
+    assert not policy.is_admin(["toolshare:admins"])
+
+
+def test_owner_is_immutable():
+    problem = admission.owner_problem("ToolRun", UPDATE, run(owner="bob"), run(owner="alice"), MASTER, POLICY, None)
+    assert "spec.owner is immutable" in problem
+
+
+@pytest.mark.parametrize("bad", CORPUS)
+def test_hostile_requester_names_are_refused(bad):
+    req = Requester(bad, ())
+    assert "your user name cannot own or share" in admission.requester_problem(req, "ToolRun")
+    problem = admission.owner_problem("ToolRun", CREATE, run(owner=bad), None, MASTER, POLICY, None)
+    assert problem.startswith("spec.owner: principal")
+    assert admission.runshare_problem(share(users=[bad]), ALICE, POLICY, {"nb": run()}, [], None).startswith("spec.users")
+    assert len(problem) < 600  # shortened, never the whole hostile text
+
+
+# --- sharing -------------------------------------------------------------------------------
+
+def test_only_the_owner_admins_and_trusted_appliers_share():
+    runs = {"nb": run()}
+    assert admission.runshare_problem(share(), ALICE, POLICY, runs, [], None) is None
+    problem = admission.runshare_problem(share(), BOB, POLICY, runs, [], None)
+    assert "user 'bob' may not share ToolRun 'nb': it is owned by 'alice'" in problem
+    assert admission.runshare_problem(share(), ADMIN, POLICY, runs, [], None) is None
+    argo = Requester("system:serviceaccount:argocd:controller", ("system:serviceaccounts",))
+    policy = Policy(trusted_appliers=parse_trusted_appliers("serviceaccount:argocd/controller=ns"))
+    assert admission.runshare_problem(share(), argo, policy, runs, [], None) is None
+    assert admission.runshare_problem(share(ns="other"), argo, policy, {"nb": run(ns="other")}, [], None)
+
+
+def test_a_selector_reaching_someone_elses_run_is_refused():
+    runs = {"a": run("a", owner="bob", labels={"f": "x"}), "b": run("b", owner="alice", labels={"f": "x"})}
+    problem = admission.runshare_problem(share(selector={"matchLabels": {"f": "x"}}), BOB, POLICY, runs, [], None)
+    assert "ToolRun 'b': it is owned by 'alice'" in problem
+
+
+def test_reconciler_does_not_honour_an_unrecorded_or_unallowed_sharer():
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    runs = {"nb": run()}
+    unrecorded = share()
+    assert render.share_state(unrecorded, runs, now).reason == render.ACTIVE  # no policy: no check
+    state = render.share_state(unrecorded, runs, now, POLICY)
+    assert state.reason == render.INVALID and "shared-by" in state.message
+    by_bob = share(annotations=sharing.sharer_annotations("bob", ["lab"], POLICY))
+    state = render.share_state(by_bob, runs, now, POLICY)
+    assert state.reason == render.INVALID and "owned by 'alice'" in state.message
+    assert render.access_for(runs["nb"], [by_bob], now, runs, POLICY)["lab"].users == ()
+    by_alice = share(annotations=sharing.sharer_annotations("alice", ALICE.groups, POLICY))
+    assert render.share_state(by_alice, runs, now, POLICY).reason == render.ACTIVE
+    by_admin = share(annotations=sharing.sharer_annotations("root", ADMIN.groups, POLICY))
+    assert by_admin["metadata"]["annotations"][sharing.ANN_SHARED_BY_GROUPS] == "toolshare:admins"
+    assert render.share_state(by_admin, runs, now, POLICY).reason == render.ACTIVE
+
+
+def test_only_conferring_groups_are_recorded():
+    policy = Policy(trusted_appliers=parse_trusted_appliers("group:flux"))
+    assert policy.conferring_groups(["lab", "flux", "system:masters", "a b"]) == ("flux", "system:masters")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("serviceaccount:argocd/app-controller=team-a,team-b",
+     (TrustedApplier("serviceaccount", "argocd/app-controller", ("team-a", "team-b")),)),
+    ("group:flux; user:bot@example.org=apps",
+     (TrustedApplier("group", "flux"), TrustedApplier("user", "bot@example.org", ("apps",)))),
+])
+def test_trusted_appliers_format(text, expected):
+    assert parse_trusted_appliers(text) == expected
+    assert [str(a) for a in expected] == [e for e in (str(a) for a in parse_trusted_appliers(text))]
+
+
+@pytest.mark.parametrize("text", ["robot", "team:x", "serviceaccount:nons", "user:a b", "group:x=", "user:x=Bad_NS"])
+def test_bad_trusted_appliers_name_the_variable(text):
+    with pytest.raises(PolicyError, match="TOOLSHARE_TRUSTED_APPLIERS"):
+        Policy.from_env({"TOOLSHARE_TRUSTED_APPLIERS": text})
+
+
+def test_policy_from_env():
+    policy = Policy.from_env({"TOOLSHARE_ADMIN_GROUPS": "ops, platform", "TOOLSHARE_DIRECTORY": "toolshare-system/dir",
+                              "TOOLSHARE_UNCLAIMED_IMAGES_DENY": "registry.example.org/ *"})
+    assert policy.admin_groups == ("ops", "platform") and policy.directory_ref == ("toolshare-system", "dir")
+    assert policy.unclaimed_image_deny == ("registry.example.org/", "*")
+    with pytest.raises(PolicyError, match="TOOLSHARE_DIRECTORY"):
+        Policy.from_env({"TOOLSHARE_DIRECTORY": "nonamespace"})
+
+
+# --- directory -----------------------------------------------------------------------------
+
+DIRECTORY = directory.parse({"directory.yaml": "users: [alice, bob]\ngroups: {lab: [alice, bob], guests: []}\n"})
+
+
+def test_directory_refuses_unknown_principals():
+    assert admission.runshare_problem(share(users=["bobb"]), ALICE, POLICY, {"nb": run()}, [], DIRECTORY) \
+        == "spec.users/groups: user 'bobb' is not registered"
+    assert "group 'labb' is not registered" in admission.runshare_problem(
+        share(users=[], groups=["labb"]), ALICE, POLICY, {"nb": run()}, [], DIRECTORY)
+    assert admission.runshare_problem(share(groups=["lab"]), ALICE, POLICY, {"nb": run()}, [], DIRECTORY) is None
+    assert "user 'carol' is not registered" in admission.owner_problem(
+        "ToolRun", CREATE, run(owner="carol"), None, MASTER, POLICY, DIRECTORY)
+    assert DIRECTORY.groups_of("bob") == ("lab",)
+
+
+@pytest.mark.parametrize("text", ["users: alice", "[1, 2]", "users: ['a b']", "groups: {lab: ['x;y']}", "users: [\n"])
+def test_malformed_directory_is_an_error(text):
+    with pytest.raises(directory.DirectoryError):
+        directory.parse({"directory.yaml": text})
+
+
+# --- images --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("image, repository, tag", [
+    ("busybox", "docker.io/library/busybox", None),
+    ("busybox:1.37", "docker.io/library/busybox", "1.37"),
+    ("jupyter/base-notebook:2024", "docker.io/jupyter/base-notebook", "2024"),
+    ("Quay.IO/jupyter/nb@sha256:abc", "quay.io/jupyter/nb", None),
+    ("localhost:5000/nb:v1", "localhost:5000/nb", "v1"),
+    ("registry:5000/team/nb", "registry:5000/team/nb", None),
+])
+def test_image_references_are_normalised(image, repository, tag):
+    ref = images.parse_image(image)
+    assert (ref.repository, ref.tag) == (repository, tag)
+
+
+IMG = "registry.example.org/alice/nb"
+
+
+def test_claimed_images_need_ownership_or_a_share():
+    shares = [ishare(IMG, "alice", users=["carol"], groups=["lab"])]
+    assert images.use_problem("alice", (), IMG + ":v1", shares, POLICY) is None
+    assert images.use_problem("carol", (), IMG, shares, POLICY) is None
+    assert images.use_problem("bob", ("lab",), IMG, shares, POLICY) is None
+    problem = images.use_problem("dave", ("guests",), IMG, shares, POLICY)
+    assert f"image '{IMG}' belongs to 'alice'" in problem
+    # Short names resolve to the same repository as their long form.
+    hub = [ishare("jupyter/nb", "alice", users=["carol"])]
+    assert images.use_problem("dave", (), "docker.io/jupyter/nb:1", hub, POLICY) is not None
+
+
+def test_tagged_shares_cover_their_tag_only():
+    shares = [ishare(IMG + ":v1", "alice", users=["carol"])]
+    assert images.use_problem("carol", (), IMG + ":v1", shares, POLICY) is None
+    assert images.use_problem("carol", (), IMG + ":v2", shares, POLICY) is not None
+
+
+def test_the_oldest_share_claims_and_others_are_refused():
+    first = ishare(IMG, "alice", users=["carol"], name="a", created="2026-01-01T00:00:00Z")
+    later = ishare(IMG + ":v2", "bob", users=["bob"], name="b", created="2026-01-02T00:00:00Z")
+    assert images.claims([later, first])[IMG].owner == "alice"
+    problem = admission.imageshare_problem(CREATE, later, None, BOB, POLICY, [first], None)
+    assert "already claimed by 'alice'" in problem
+    assert admission.imageshare_problem(CREATE, ishare(IMG, "alice", users=["x"], name="c"), None, ALICE,
+                                        POLICY, [first], None) is None
+    assert images.status(later, [first, later])[0] is False
+    holds, _, shared = images.status(first, [first, later])
+    assert holds and shared["summary"] == "carol"
+
+
+def test_unclaimed_images_follow_the_configured_default():
+    assert images.use_problem("bob", (), "docker.io/library/busybox", [], POLICY) is None
+    policy = Policy(unclaimed_image_deny=("registry.example.org/",))
+    assert "may only be used once their owner shares them" in images.use_problem("bob", (), IMG, [], policy)
+    assert images.use_problem("bob", (), "busybox", [], policy) is None
+    assert images.use_problem("bob", (), "busybox", [], Policy(unclaimed_image_deny=("*",))) is not None
+
+
+def test_toolrun_image_rule_uses_request_groups_or_directory():
+    shares = [ishare(IMG, "alice", groups=["lab"])]
+    assert admission.toolrun_problem(CREATE, run(owner=None, image=IMG) | {"spec": {"owner": "bob", "image": IMG}},
+                                     None, BOB, POLICY, shares, None) is None
+    named = {"metadata": {"name": "x", "namespace": "ns"}, "spec": {"owner": "bob", "image": IMG}}
+    assert admission.toolrun_problem(CREATE, named, None, MASTER, POLICY, shares, None) is not None
+    assert admission.toolrun_problem(CREATE, named, None, MASTER, POLICY, shares, DIRECTORY) is None
+    # An unchanged image on update is not re-checked: unsharing stops new launches only.
+    assert admission.toolrun_problem(UPDATE, named, named, Requester("bob", ()), POLICY, [], None) is None
+
+
+def test_read_execute_rule_for_run_shares():
+    shares = [ishare(IMG, "alice", users=["carol"], groups=["lab"])]
+    runs = {"nb": run(image=IMG)}
+    assert admission.runshare_problem(share(users=["carol"], groups=["lab"]), ALICE, POLICY, runs, shares, None) is None
+    problem = admission.runshare_problem(share(users=["dave"]), ALICE, POLICY, runs, shares, None)
+    assert "user 'dave' may not use the run's image" in problem
+    problem = admission.runshare_problem(share(users=[], groups=["guests"]), ALICE, POLICY, runs, shares, None)
+    assert "group 'guests' may not use the run's image" in problem
+    # A user counts through a shared group when the directory says they are a member.
+    assert admission.runshare_problem(share(users=["bob"]), ALICE, POLICY, runs, shares, DIRECTORY) is None
