@@ -25,6 +25,7 @@ KINDS = {
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     ("toolshare.dev/v1alpha1", "ToolRun"): ("/apis/toolshare.dev/v1alpha1", "toolruns"),
     ("toolshare.dev/v1alpha1", "RunShare"): ("/apis/toolshare.dev/v1alpha1", "runshares"),
+    ("toolshare.dev/v1alpha1", "ImageShare"): ("/apis/toolshare.dev/v1alpha1", "imageshares"),
 }
 
 

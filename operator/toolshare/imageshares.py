@@ -1,0 +1,71 @@
+"""ImageShare status: which share holds its image's claim, and whom it shares the image with.
+
+A thin kopf layer over images.status: the cluster's ImageShares live in one index (the webhooks
+read it too); an event recomputes the status of every share of the same repository, since a
+deletion can hand the claim to the next-oldest share. Only differences are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping
+
+import kopf
+
+from . import images
+from .conditions import contains, set_condition
+from .kube import ApiError
+from .reconcile import strip
+
+log = logging.getLogger("toolshare.imageshares")
+GROUP, VERSION = "toolshare.dev", "v1alpha1"
+ALL = "all"
+
+
+@kopf.index(GROUP, VERSION, "imageshares")
+def imageshares_all(body, **_):
+    return {ALL: strip(body)}
+
+
+def all_shares(index) -> list[Mapping]:
+    return list(index.get(ALL, []))
+
+
+def _repository(share: Mapping) -> str | None:
+    image = (share.get("spec") or {}).get("image")
+    return images.parse_image(image).repository if isinstance(image, str) and image else None
+
+
+def desired_status(share: Mapping, shares: list[Mapping], now: dt.datetime) -> dict:
+    holds, message, shared = images.status(share, shares)
+    old = share.get("status") or {}
+    generation = share["metadata"].get("generation")
+    return {
+        "sharedWith": shared,
+        "conditions": set_condition(old.get("conditions"), "Ready", holds,
+                                    "Claimed" if holds else "ClaimedByOther", message, generation, now),
+        "observedGeneration": generation,
+    }
+
+
+@kopf.on.event(GROUP, VERSION, "imageshares")
+async def on_imageshare(event, body, imageshares_all, **_):
+    from .handlers import RT, utcnow  # the operator's one Kube client
+
+    shares = all_shares(imageshares_all)
+    repository = _repository(body)
+    for share in shares:
+        if _repository(share) != repository:
+            continue
+        status = desired_status(share, shares, utcnow())
+        if contains(share.get("status") or {}, status):
+            continue
+        meta = share["metadata"]
+        try:
+            await asyncio.to_thread(RT.reconciler.kube.merge_patch_status, f"{GROUP}/{VERSION}", "ImageShare",
+                                    meta["namespace"], meta["name"], status)
+        except ApiError as e:
+            if e.status != 404:
+                log.warning("imageshare %s/%s: status write failed: %s", meta["namespace"], meta["name"], e)

@@ -1,0 +1,239 @@
+"""Admission webhooks served by the operator: kopf wiring, TLS certificates, the directory cache.
+
+The decisions are admission.py's pure functions; this module hands them the request's identity and
+what the operator's indexes hold (no API call per request, except the directory ConfigMap, read at
+most every DIRECTORY_TTL seconds). Every webhook is `persistent` with failurePolicy Fail: when the
+operator stops, kopf leaves the configurations in place, so the API server refuses ToolRun,
+RunShare and ImageShare writes instead of admitting them unchecked.
+
+Configuration (environment, or `toolshare operator` flags):
+  TOOLSHARE_WEBHOOK_LISTEN   address:port the HTTPS server listens on (default 127.0.0.1:9443)
+  TOOLSHARE_WEBHOOK_HOST     host name or IP the API server calls (default: the listen address,
+                             127.0.0.1 when listening on 0.0.0.0); must be in the certificate
+  TOOLSHARE_WEBHOOK_CERT_DIR where the CA and serving certificate live (created if missing)
+  TOOLSHARE_WEBHOOK_CONFIG   name of the Validating/MutatingWebhookConfiguration the operator
+                             manages (default toolshare.dev; "none" when manifests install them)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import kopf
+from cryptography import x509
+
+from . import admission, sharing
+from .admission import Requester
+from .controlplane import pki
+from .directory import Directory, DirectoryError, parse
+from .imageshares import all_shares
+from .kube import ApiError, Kube
+from .policy import Policy
+
+log = logging.getLogger("toolshare.webhooks")
+GROUP, VERSION = "toolshare.dev", "v1alpha1"
+OPERATIONS = ["CREATE", "UPDATE"]
+DIRECTORY_TTL = 2.0
+RENEW_BEFORE = dt.timedelta(days=30)
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookConfig:
+    listen_addr: str = "127.0.0.1"
+    port: int = 9443
+    host: str = ""
+    cert_dir: Path = Path(os.path.expanduser("~/.cache/toolshare/webhook"))
+    managed: str = "toolshare.dev"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> WebhookConfig:
+        kwargs: dict = {}
+        if (listen := env.get("TOOLSHARE_WEBHOOK_LISTEN", "").strip()):
+            addr, _, port = listen.rpartition(":")
+            if not addr or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"TOOLSHARE_WEBHOOK_LISTEN={listen!r}: must be ADDRESS:PORT")
+            kwargs.update(listen_addr=addr, port=int(port))
+        if (host := env.get("TOOLSHARE_WEBHOOK_HOST", "").strip()):
+            kwargs["host"] = host
+        if (cert_dir := env.get("TOOLSHARE_WEBHOOK_CERT_DIR", "").strip()):
+            kwargs["cert_dir"] = Path(cert_dir)
+        if (managed := env.get("TOOLSHARE_WEBHOOK_CONFIG", "").strip()):
+            kwargs["managed"] = managed
+        return cls(**kwargs)
+
+    @property
+    def advertised_host(self) -> str:
+        if self.host:
+            return self.host
+        return "127.0.0.1" if self.listen_addr in ("0.0.0.0", "") else self.listen_addr
+
+
+# --- certificates ------------------------------------------------------------------------
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _serving_cert_ok(path: Path, host: str) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return False
+    names = {str(n) for n in sans.get_values_for_type(x509.DNSName)}
+    names |= {str(n) for n in sans.get_values_for_type(x509.IPAddress)}
+    fresh = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) > RENEW_BEFORE
+    return host in names and fresh
+
+
+def ensure_certs(directory: Path, host: str) -> tuple[Path, Path, Path]:
+    """(ca.crt, tls.crt, tls.key) in `directory`: the CA kept, the serving cert renewed when its
+    host is not in it or it expires within RENEW_BEFORE. Made with `cryptography` (pki.py)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
+    tls_cert, tls_key = directory / "tls.crt", directory / "tls.key"
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if ca_cert.exists() and ca_key.exists():
+        key = load_pem_private_key(ca_key.read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    else:
+        key, cert = pki.make_ca("toolshare-webhook-ca")
+        pki.write_key_and_cert(directory, "ca", key, cert)
+    if not _serving_cert_ok(tls_cert, host):
+        dns = [host] if not _is_ip(host) else []
+        ips = [host] if _is_ip(host) else []
+        skey, scert = pki.make_serving_cert(key, cert, host, dns + ["localhost"], ips + ["127.0.0.1"])
+        pki.write_key_and_cert(directory, "tls", skey, scert)
+    return ca_cert, tls_cert, tls_key
+
+
+# --- startup and the directory -----------------------------------------------------------
+
+class State:
+    policy: Policy = Policy()
+    kube: Kube | None = None
+    directory: tuple[float, Directory | None, str | None] = (0.0, None, None)  # (read at, dir, error)
+    lock: asyncio.Lock | None = None
+
+
+ST = State()
+
+
+@kopf.on.startup()
+def configure_webhooks(settings: kopf.OperatorSettings, **_) -> None:
+    config = WebhookConfig.from_env()
+    ST.policy = Policy.from_env()
+    ST.kube = Kube.from_environment()
+    ca, cert, key = ensure_certs(config.cert_dir, config.advertised_host)
+    settings.admission.server = kopf.WebhookServer(
+        addr=config.listen_addr, port=config.port, host=config.advertised_host,
+        certfile=str(cert), pkeyfile=str(key), cafile=str(ca))
+    settings.admission.managed = None if config.managed == "none" else config.managed
+    log.info("admission webhooks on https://%s:%d (config %s), policy %s",
+             config.advertised_host, config.port, config.managed, ST.policy)
+
+
+def _read_directory() -> tuple[Directory | None, str | None]:
+    ref = ST.policy.directory_ref
+    if ref is None:
+        return None, None
+    try:
+        cm = ST.kube.request("GET", f"/api/v1/namespaces/{ref[0]}/configmaps/{ref[1]}")
+    except ApiError as e:
+        if e.status == 404:
+            if ST.directory[1] is not None or not ST.directory[0]:
+                log.warning("directory ConfigMap %s/%s not found: principals are not checked", *ref)
+            return None, None
+        return None, f"the directory ConfigMap {ref[0]}/{ref[1]} cannot be read ({e.status})"
+    try:
+        return parse(cm.get("data")), None
+    except DirectoryError as e:
+        return None, f"the directory ConfigMap {ref[0]}/{ref[1]} is malformed: {e}"
+
+
+async def directory() -> Directory | None:
+    """The directory, re-read at most every DIRECTORY_TTL seconds; a broken one refuses requests."""
+    if ST.lock is None:
+        ST.lock = asyncio.Lock()
+    async with ST.lock:
+        read_at, found, error = ST.directory
+        if time.monotonic() - read_at > DIRECTORY_TTL:
+            found, error = await asyncio.to_thread(_read_directory)
+            ST.directory = (time.monotonic(), found, error)
+    if error:
+        raise kopf.AdmissionError(error, code=503)
+    return found
+
+
+def _refuse(problem: str | None) -> None:
+    if problem is not None:
+        raise kopf.AdmissionError(problem, code=403)
+
+
+def _runs(index, namespace: str) -> dict[str, Mapping]:
+    return {r["metadata"]["name"]: r for r in index.get(namespace, [])}
+
+
+# --- ToolRun and ImageShare: the owner ---------------------------------------------------
+
+def _set_owner(kind: str, operation, body, old, userinfo, patch) -> None:
+    req = Requester.from_userinfo(userinfo)
+    owner = admission.owner_to_set(operation, body, old, req)
+    if owner is None:
+        return
+    if owner == req.username:
+        _refuse(admission.requester_problem(req, kind))
+    patch.spec["owner"] = owner
+
+
+@kopf.on.mutate(GROUP, VERSION, "toolruns", id="toolrun-owner", operations=OPERATIONS, persistent=True)
+def mutate_toolrun(operation, body, old, userinfo, patch, **_):
+    _set_owner("ToolRun", operation, body, old, userinfo, patch)
+
+
+@kopf.on.mutate(GROUP, VERSION, "imageshares", id="imageshare-owner", operations=OPERATIONS, persistent=True)
+def mutate_imageshare(operation, body, old, userinfo, patch, **_):
+    _set_owner("ImageShare", operation, body, old, userinfo, patch)
+
+
+@kopf.on.validate(GROUP, VERSION, "toolruns", id="toolrun-admission", operations=OPERATIONS, persistent=True)
+async def validate_toolrun(operation, body, old, userinfo, imageshares_all, **_):
+    _refuse(admission.toolrun_problem(operation, body, old, Requester.from_userinfo(userinfo), ST.policy,
+                                      all_shares(imageshares_all), await directory()))
+
+
+@kopf.on.validate(GROUP, VERSION, "imageshares", id="imageshare-admission", operations=OPERATIONS, persistent=True)
+async def validate_imageshare(operation, body, old, userinfo, imageshares_all, **_):
+    _refuse(admission.imageshare_problem(operation, body, old, Requester.from_userinfo(userinfo), ST.policy,
+                                         all_shares(imageshares_all), await directory()))
+
+
+# --- RunShare: the sharer ----------------------------------------------------------------
+
+@kopf.on.mutate(GROUP, VERSION, "runshares", id="runshare-sharer", operations=OPERATIONS, persistent=True)
+def mutate_runshare(userinfo, patch, **_):
+    req = Requester.from_userinfo(userinfo)
+    _refuse(admission.requester_problem(req, "RunShare"))
+    for key, value in sharing.sharer_annotations(req.username, req.groups, ST.policy).items():
+        patch.metadata.annotations[key] = value
+
+
+@kopf.on.validate(GROUP, VERSION, "runshares", id="runshare-admission", operations=OPERATIONS, persistent=True)
+async def validate_runshare(body, namespace, userinfo, toolruns_by_ns, imageshares_all, **_):
+    _refuse(admission.runshare_problem(body, Requester.from_userinfo(userinfo), ST.policy,
+                                       _runs(toolruns_by_ns, namespace), all_shares(imageshares_all),
+                                       await directory()))
