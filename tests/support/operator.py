@@ -66,3 +66,27 @@ class OperatorProcess:
             return self.log_path.read_text(errors="replace")[-chars:]
         except FileNotFoundError:
             return ""
+
+
+WEBHOOK_CONFIG = "toolshare.dev"
+
+
+def wait_for_webhooks(cluster, port: int, proc: OperatorProcess, timeout: float = 60) -> None:
+    """Until both managed webhook configurations point at the operator's port (kopf writes them
+    asynchronously after startup); before that, writes would not be checked yet."""
+    import kubernetes
+
+    api = kubernetes.client.AdmissionregistrationV1Api(cluster.client())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            configs = [api.read_validating_webhook_configuration(WEBHOOK_CONFIG),
+                       api.read_mutating_webhook_configuration(WEBHOOK_CONFIG)]
+            if all(c.webhooks and all(f":{port}/" in (w.client_config.url or "") for w in c.webhooks)
+                   for c in configs):
+                return
+        except kubernetes.client.ApiException as e:
+            if e.status != 404:
+                raise
+        time.sleep(0.2)
+    raise RuntimeError(f"webhook configurations not in place after {timeout}s:\n{proc.log_tail()}")

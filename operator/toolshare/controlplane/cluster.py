@@ -211,7 +211,8 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
         f"--service-account-private-key-file={p.sa_key}",
         f"--root-ca-file={p.ca_cert}",
         "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,"
-        "serviceaccount-token-controller,root-ca-certificate-publisher-controller",
+        "serviceaccount-token-controller,root-ca-certificate-publisher-controller,"
+        "clusterrole-aggregation-controller",  # fills admin/edit/view from aggregate-to-* roles
         "--concurrent-gc-syncs=5",
     ])
     kcm_health = f"https://127.0.0.1:{ports['controller_manager']}/healthz"

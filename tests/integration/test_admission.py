@@ -1,0 +1,471 @@
+"""Identity and admission on the real API server: alice, bob and carol with their own tokens, RBAC
+from manifests/rbac (the aggregated `edit` role), and the operator's webhooks deciding.
+
+The session operator runs under its own service account with the policy in tests/support/rbac.py
+(a trusted GitOps service account for gitops-team-a, a directory ConfigMap that is absent except
+in test_directory).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+
+from tests.support import rbac
+from tests.support.objects import GROUP, VERSION, Toolshare, runshare, toolrun
+from tests.support.wait import wait_for
+
+CORPUS = [e["value"] * e.get("repeat", 1)
+          for e in yaml.safe_load((Path(__file__).parents[1] / "data" / "hostile_principals.yaml").read_text())]
+
+
+def imageshare(name: str, image: str, users=(), groups=(), owner: str | None = None) -> dict:
+    spec: dict = {"image": image}
+    if users:
+        spec["users"] = list(users)
+    if groups:
+        spec["groups"] = list(groups)
+    if owner is not None:
+        spec["owner"] = owner
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageShare", "metadata": {"name": name}, "spec": spec}
+
+
+def unowned(run: dict, image: str | None = None) -> dict:
+    run["spec"].pop("owner")
+    if image:
+        run["spec"]["image"] = image
+    return run
+
+
+def refusal(fn, *args, **kwargs) -> tuple[int, str]:
+    with pytest.raises(kubernetes.client.ApiException) as err:
+        fn(*args, **kwargs)
+    body = err.value.body
+    try:
+        return err.value.status, json.loads(body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return err.value.status, str(body)
+
+
+def edit_role_aggregated(cluster) -> bool:
+    role = kubernetes.client.RbacAuthorizationV1Api(cluster.client()).read_cluster_role("edit")
+    return any(GROUP in (r.api_groups or []) and "imageshares" in (r.resources or []) for r in role.rules or [])
+
+
+@pytest.fixture
+def users(cluster, namespace, operator):
+    """alice, bob and carol may edit Toolshare objects in the test namespace (through `edit`)."""
+    wait_for(lambda: edit_role_aggregated(cluster), timeout=60, what="toolshare-edit aggregated into edit")
+    rbac.bind_edit(cluster, namespace, users=("alice", "bob", "carol"))
+    for user in ("alice", "bob", "carol"):  # RBAC's informers take a moment to see a new binding
+        wait_for(lambda: rbac.can(cluster.client(user), namespace, "create", "toolruns"), what=f"{user} bound")
+    return {u: Toolshare(cluster.client(u), namespace) for u in ("admin", "alice", "bob", "carol")}
+
+
+def ready(ts, plural, name):
+    cond = ts.condition(plural, name)
+    return cond if cond and cond["status"] == "True" else None
+
+
+def image_for(namespace: str, name: str = "notebook") -> str:
+    # Claims are cluster-wide; a per-test repository keeps tests independent.
+    return f"registry.example.org/{namespace}/{name}"
+
+
+# --- owner identity ------------------------------------------------------------------------
+
+def test_alice_launches_and_shares_and_is_recorded(users):
+    alice = users["alice"]
+    run = alice.create(unowned(toolrun("nb")))
+    assert run["spec"]["owner"] == "alice"  # set from her token, at admission
+    wait_for(lambda: ready(alice, "toolruns", "nb"), what="run Ready")
+    share = alice.create(runshare("to-bob", run="nb", users=["bob"]))
+    assert share["metadata"]["annotations"]["toolshare.dev/shared-by"] == "alice"
+    assert share["metadata"]["annotations"]["toolshare.dev/shared-by-groups"] == ""
+    wait_for(lambda: alice.annotations("nb").get("lab", {}).get("toolshare.dev/allowed-users") == "bob",
+             what="bob on the Ingress")
+    assert ready(alice, "runshares", "to-bob")["reason"] == "Active"
+
+
+def test_forged_sharer_annotation_is_overwritten(users):
+    alice, bob = users["alice"], users["bob"]
+    alice.create(unowned(toolrun("nb")))
+    wait_for(lambda: ready(alice, "toolruns", "nb"), what="run Ready")
+    forged = runshare("mine", run="nb", users=["carol"])
+    forged["metadata"]["annotations"] = {"toolshare.dev/shared-by": "bob", "toolshare.dev/shared-by-groups": "system:masters"}
+    created = alice.create(forged)
+    assert created["metadata"]["annotations"]["toolshare.dev/shared-by"] == "alice"
+    assert created["metadata"]["annotations"]["toolshare.dev/shared-by-groups"] == ""
+    # bob cannot forge alice's name either: his own share is refused before any annotation counts.
+    forged["metadata"]["name"] = "bobs"
+    forged["metadata"]["annotations"] = {"toolshare.dev/shared-by": "alice"}
+    status, message = refusal(bob.create, forged)
+    assert status == 403 and "owned by 'alice'" in message
+
+
+def test_bob_cannot_claim_to_be_alice_but_an_admin_may_name_owners(users):
+    status, message = refusal(users["bob"].create, toolrun("nb", owner="alice"))
+    assert status == 403
+    assert "user 'bob' may not create a ToolRun owned by 'alice'" in message
+    assert "spec.owner" in message and "toolshare:admins" in message
+    assert users["admin"].create(toolrun("by-admin", owner="carol"))["spec"]["owner"] == "carol"
+    assert users["carol"].create(toolrun("hers", owner="carol"))["spec"]["owner"] == "carol"
+
+
+def test_owner_is_immutable_even_for_admins(users):
+    users["alice"].create(unowned(toolrun("nb")))
+    for who in ("alice", "admin"):
+        status, message = refusal(users[who].patch, "toolruns", "nb", {"spec": {"owner": "bob"}})
+        assert status == 422 and "spec.owner is immutable" in message  # the CRD's CEL rule, first
+    assert users["alice"].get("toolruns", "nb")["spec"]["owner"] == "alice"
+
+
+def test_server_side_apply_without_owner_keeps_the_recorded_owner(users, cluster, namespace):
+    """A GitOps applier that never mentions spec.owner sees no drift and cannot drop it."""
+    api = kubernetes.client.CustomObjectsApi(cluster.client("alice"))
+    manifest = unowned(toolrun("gitops"))
+    manifest["metadata"]["namespace"] = namespace
+
+    def apply(body):
+        resp = api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "toolruns", "gitops", body, field_manager="argocd-controller",
+            force=True, _content_type="application/apply-patch+yaml", _preload_content=False)
+        return json.loads(resp.data)
+
+    first = apply(manifest)
+    assert first["spec"]["owner"] == "alice"
+    again = apply(manifest)
+    assert again["spec"]["owner"] == "alice"
+    assert again["metadata"]["generation"] == first["metadata"]["generation"]  # no drift, no change
+    manifest["spec"]["args"] = ["--debug"]
+    assert apply(manifest)["spec"]["owner"] == "alice"
+
+
+# --- who may share -------------------------------------------------------------------------
+
+def test_bob_cannot_share_alices_run(users):
+    alice, bob = users["alice"], users["bob"]
+    alice.create(unowned(toolrun("nb", labels={"formation": "genomics"})))
+    bob.create(unowned(toolrun("bobs", labels={"formation": "bobs"})))
+    wait_for(lambda: ready(alice, "toolruns", "nb") and ready(bob, "toolruns", "bobs"), what="runs Ready")
+    status, message = refusal(bob.create, runshare("steal", run="nb", users=["bob"]))
+    assert status == 403
+    assert "user 'bob' may not share ToolRun 'nb': it is owned by 'alice'" in message
+    status, message = refusal(bob.create, runshare("steal", selector={"matchExpressions": [
+        {"key": "formation", "operator": "Exists"}]}, users=["carol"]))
+    assert status == 403 and "owned by 'alice'" in message  # a selector reaching her run
+    # His own formation he may share; so may an administrator share hers.
+    bob.create(runshare("mine", selector={"matchLabels": {"formation": "bobs"}}, users=["carol"]))
+    admin_share = users["admin"].create(runshare("by-admin", run="nb", users=["carol"]))
+    assert admin_share["metadata"]["annotations"]["toolshare.dev/shared-by-groups"] == "system:masters"
+    wait_for(lambda: ready(alice, "runshares", "by-admin"), what="admin's share Active")
+    assert alice.get("runshares", "steal") is None
+
+
+def test_operator_does_not_honour_a_share_whose_sharer_is_not_allowed(users):
+    """Defence in depth: bob shares a run that does not exist yet (nothing to refuse at admission);
+    when alice creates it, the operator marks bob's share Invalid and never applies it."""
+    alice, bob = users["alice"], users["bob"]
+    bob.create(runshare("early", run="future", users=["bob"]))
+    wait_for(lambda: (c := bob.condition("runshares", "early")) and c["reason"] == "RunNotFound", what="RunNotFound")
+    alice.create(unowned(toolrun("future")))
+    cond = wait_for(lambda: (c := alice.condition("runshares", "early")) and c["reason"] == "Invalid" and c,
+                    what="share Invalid")
+    assert "shared by 'bob', who is not allowed" in cond["message"] and "owned by 'alice'" in cond["message"]
+    wait_for(lambda: ready(alice, "toolruns", "future"), what="run Ready")
+    assert alice.annotations("future")["lab"]["toolshare.dev/allowed-users"] == ""
+    # A later change by bob is refused at admission, naming the owner.
+    status, message = refusal(bob.patch, "runshares", "early", {"spec": {"users": ["bob", "carol"]}})
+    assert status == 403 and "owned by 'alice'" in message
+
+
+@pytest.fixture
+def gitops(cluster, operator, users):
+    """The trusted applier's service account and two namespaces it may write in (RBAC), of which
+    the operator trusts it in gitops-team-a only."""
+    core = kubernetes.client.CoreV1Api(cluster.client())
+    names = [rbac.GITOPS_NAMESPACE, "gitops-team-a", "gitops-team-b"]
+    for ns in names:
+        core.create_namespace({"metadata": {"name": ns, "labels": {"toolshare.dev/test": "true"}}})
+    try:
+        core.create_namespaced_service_account(rbac.GITOPS_NAMESPACE, {"metadata": {"name": rbac.GITOPS_SA}})
+        for ns in names[1:]:
+            rbac.bind_edit(cluster, ns, users=("alice",), service_accounts=[(rbac.GITOPS_NAMESPACE, rbac.GITOPS_SA)])
+        path = rbac.service_account_kubeconfig(cluster, rbac.GITOPS_NAMESPACE, rbac.GITOPS_SA,
+                                               Path(cluster.kubeconfig().parent) / "gitops.kubeconfig", hours=1)
+        client = kubernetes.config.new_client_from_config(config_file=str(path))
+        for ns in names[1:]:
+            wait_for(lambda: rbac.can(client, ns, "create", "runshares") and
+                     rbac.can(cluster.client("alice"), ns, "create", "toolruns"), what=f"bindings in {ns}")
+        yield {ns: (Toolshare(cluster.client("alice"), ns), Toolshare(client, ns)) for ns in names[1:]}
+        client.close()
+    finally:
+        for ns in names:
+            core.delete_namespace(ns)
+
+
+def test_trusted_applier_shares_within_its_namespaces_and_nowhere_else(gitops):
+    sa = f"system:serviceaccount:{rbac.GITOPS_NAMESPACE}:{rbac.GITOPS_SA}"
+    for ns, (alice, applier) in gitops.items():
+        alice.create(unowned(toolrun("nb")))
+        wait_for(lambda: ready(alice, "toolruns", "nb"), what=f"run Ready in {ns}")
+    alice, applier = gitops["gitops-team-a"]
+    share = applier.create(runshare("from-git", run="nb", groups=["lab"]))
+    assert share["metadata"]["annotations"]["toolshare.dev/shared-by"] == sa
+    wait_for(lambda: alice.annotations("nb").get("lab", {}).get("toolshare.dev/allowed-groups") == "lab",
+             what="the applier's share applied")
+    alice, applier = gitops["gitops-team-b"]
+    status, message = refusal(applier.create, runshare("from-git", run="nb", groups=["lab"]))
+    assert status == 403 and f"user '{sa}' may not share ToolRun 'nb': it is owned by 'alice'" in message
+    # The applier is no owner: it cannot launch runs in someone else's name.
+    status, message = refusal(gitops["gitops-team-a"][1].create, toolrun("forged", owner="alice"))
+    assert status == 403 and "may not create a ToolRun owned by 'alice'" in message
+
+
+# --- directory -----------------------------------------------------------------------------
+
+DIRECTORY = {"users": ["alice", "bob", "carol"], "groups": {"lab": ["alice", "bob"], "data-science": ["alice"],
+                                                           "guests": ["carol"]}}
+
+
+@pytest.fixture
+def directory(cluster, users):
+    core = kubernetes.client.CoreV1Api(cluster.client())
+    ns, name = rbac.DIRECTORY
+    core.create_namespaced_config_map(ns, {"metadata": {"name": name},
+                                           "data": {"directory.yaml": yaml.safe_dump(DIRECTORY)}})
+    probe = runshare("probe", run="nb", users=["bobb"])
+    try:
+        wait_for(lambda: _dry_run_refused(users["admin"], probe), timeout=15, what="the directory in effect")
+        yield
+    finally:
+        core.delete_namespaced_config_map(name, ns)
+        wait_for(lambda: not _dry_run_refused(users["admin"], probe), timeout=15, what="the directory gone")
+
+
+def _dry_run_refused(ts, obj) -> bool:
+    try:
+        ts.api.create_namespaced_custom_object(GROUP, VERSION, ts.ns, "runshares", obj, dry_run="All")
+        return False
+    except kubernetes.client.ApiException as e:
+        return e.status == 403
+
+
+def test_directory_refuses_unknown_principals(users, directory, namespace):
+    alice = users["alice"]
+    alice.create(unowned(toolrun("nb")))
+    status, message = refusal(alice.create, runshare("typo", run="nb", users=["bobb"]))
+    assert status == 403 and "user 'bobb' is not registered" in message
+    status, message = refusal(alice.create, runshare("typo", run="nb", groups=["labb"]))
+    assert "group 'labb' is not registered" in message
+    status, message = refusal(users["admin"].create, toolrun("ghost", owner="mallory"))
+    assert "spec.owner: user 'mallory' is not registered" in message
+    status, message = refusal(alice.create, imageshare("img", image_for(namespace), users=["dave"]))
+    assert "user 'dave' is not registered" in message
+    alice.create(runshare("fine", run="nb", users=["bob"], groups=["lab"]))
+
+
+def test_owner_named_by_admin_gets_groups_from_the_directory(users, directory, namespace):
+    image = image_for(namespace)
+    users["alice"].create(imageshare("nb-image", image, groups=["lab"]))
+    wait_for(lambda: ready(users["alice"], "imageshares", "nb-image"), what="image claimed")
+    run = unowned(toolrun("for-bob"), image)
+    run["spec"]["owner"] = "bob"  # bob is in lab per the directory (the request is the admin's)
+    users["admin"].create(run)
+    run = unowned(toolrun("for-carol"), image)
+    run["spec"]["owner"] = "carol"
+    status, message = refusal(users["admin"].create, run)
+    assert status == 403 and "not shared with user 'carol'" in message
+
+
+# --- images --------------------------------------------------------------------------------
+
+def test_images_are_owned_and_shared_like_runs(users, namespace):
+    alice, bob, carol = users["alice"], users["bob"], users["carol"]
+    image = image_for(namespace)
+    share = alice.create(imageshare("nb-image", image + ":2026-11", users=["carol"]))
+    assert share["spec"]["owner"] == "alice"
+    got = wait_for(lambda: ready(alice, "imageshares", "nb-image") and alice.get("imageshares", "nb-image"),
+                   what="ImageShare claimed")
+    assert got["status"]["sharedWith"]["summary"] == "carol"
+    assert ready(alice, "imageshares", "nb-image")["reason"] == "Claimed"
+
+    # bob cannot take the image over, whatever the tag.
+    status, message = refusal(bob.create, imageshare("mine", image, users=["bob"]))
+    assert status == 403 and "is already claimed by 'alice'" in message
+    # bob cannot launch it; carol (shared by name) can, for the shared tag only.
+    status, message = refusal(bob.create, unowned(toolrun("bobs"), image + ":2026-11"))
+    assert status == 403 and f"image '{image}' belongs to 'alice'" in message and "spec.image" in message
+    carol.create(unowned(toolrun("carols"), image + ":2026-11"))
+    status, message = refusal(carol.create, unowned(toolrun("carols-latest"), image + ":latest"))
+    assert status == 403
+
+    # Shared with bob's group (lab): bob can launch it.
+    alice.patch("imageshares", "nb-image", {"spec": {"groups": ["lab"]}})
+    wait_for(lambda: alice.get("imageshares", "nb-image")["status"]["sharedWith"]["summary"] == "carol, group:lab",
+             what="status shows the group")
+    bob_run = wait_for(lambda: _try_create(bob, unowned(toolrun("bobs"), image + ":2026-11")), timeout=10,
+                       what="bob may launch once shared with lab")
+    assert bob_run["spec"]["owner"] == "bob"
+
+    # Unsharing stops new launches only: bob's running ToolRun stays.
+    alice.patch("imageshares", "nb-image", {"spec": {"groups": None}})
+    wait_for(lambda: _refused(bob, unowned(toolrun("bobs-2"), image + ":2026-11")), timeout=10,
+             what="new launch refused after unsharing")
+    assert bob.get("toolruns", "bobs") is not None
+
+
+def _try_create(ts, obj):
+    try:
+        return ts.create(obj)
+    except kubernetes.client.ApiException:
+        return None
+
+
+def _refused(ts, obj) -> bool:
+    return _try_create(ts, obj) is None
+
+
+def test_runs_are_shared_only_with_people_who_may_use_their_image(users, namespace):
+    """READ+EXECUTE: sharing a run gives its users nothing if they may not run its image."""
+    alice = users["alice"]
+    image = image_for(namespace)
+    alice.create(imageshare("nb-image", image, users=["carol"], groups=["data-science"]))
+    wait_for(lambda: ready(alice, "imageshares", "nb-image"), what="image claimed")
+    alice.create(unowned(toolrun("nb"), image))
+    wait_for(lambda: ready(alice, "toolruns", "nb"), what="run Ready")
+    alice.create(runshare("ok", run="nb", users=["carol"], groups=["data-science"]))
+    status, message = refusal(alice.create, runshare("bob", run="nb", users=["bob"]))
+    assert status == 403 and "user 'bob' may not use the run's image" in message
+    status, message = refusal(alice.create, runshare("guests", run="nb", groups=["guests"]))
+    assert "group 'guests' may not use the run's image" in message
+
+
+# --- the injection corpus ------------------------------------------------------------------
+
+def test_corpus_has_the_promised_shapes():
+    assert len(CORPUS) >= 40
+    assert any(len(p) == 10_000 for p in CORPUS)
+    for needle in ("\r\n", "\x00", "\u2028", "\u2029", "\uff04", ",", "?"):
+        assert any(needle in p for p in CORPUS), needle
+    assert any(p != p.strip() for p in CORPUS)
+
+
+def test_every_hostile_principal_is_refused_everywhere(users, cluster, namespace):
+    alice, admin = users["alice"], users["admin"]
+    alice.create(unowned(toolrun("nb")))
+    alice.create(runshare("legit", run="nb", users=["bob"]))
+    image = image_for(namespace)
+    messages = []
+    for i, bad in enumerate(CORPUS):
+        attempts = [
+            (alice, runshare(f"u{i}", run="nb", users=[bad])),
+            (alice, runshare(f"g{i}", run="nb", groups=[bad])),
+            (admin, toolrun(f"o{i}", owner=bad)),  # even an administrator cannot name it
+            (alice, imageshare(f"iu{i}", image, users=[bad])),
+            (alice, imageshare(f"ig{i}", image, groups=[bad])),
+            (admin, imageshare(f"io{i}", image, users=["bob"], owner=bad)),
+        ]
+        for who, obj in attempts:
+            status, message = refusal(who.create, obj)
+            assert status in (403, 422), (bad[:80], message)
+            assert any(s in message for s in ("principal", "Too long", "Required value", "must not be empty",
+                                              "should be at least 1 chars long")), message
+            messages.append(message)
+    assert len(messages) == 6 * len(CORPUS)
+    # None of it reached anything the operator writes (nor anything else in the namespace).
+    wait_for(lambda: ready(alice, "runshares", "legit"), what="the legitimate share applied")
+    written = _everything_in(cluster, namespace)
+    leaked = [bad for bad in CORPUS if bad and bad in written]
+    assert not leaked, leaked
+
+
+def _everything_in(cluster, namespace) -> str:
+    client = cluster.client()
+    core = kubernetes.client.CoreV1Api(client)
+    net = kubernetes.client.NetworkingV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    objects = [core.list_namespaced_pod(namespace), core.list_namespaced_service(namespace),
+               core.list_namespaced_event(namespace), net.list_namespaced_ingress(namespace),
+               net.list_namespaced_network_policy(namespace)]
+    dumped = [json.dumps(client.sanitize_for_serialization(o)) for o in objects]
+    for plural in ("toolruns", "runshares", "imageshares"):
+        dumped.append(json.dumps(custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)))
+    # json.dumps escapes control and non-ASCII characters; compare against the decoded text too.
+    return "\n".join(dumped + [json.dumps(json.loads(d), ensure_ascii=False) for d in dumped])
+
+
+def test_hostile_user_names_cannot_own_or_share(users, cluster, namespace):
+    """The requester's own name is a principal too: an authenticated user whose name breaks the
+    grammar (here by impersonation) cannot create anything that would record it."""
+    rbac_api = kubernetes.client.RbacAuthorizationV1Api(cluster.client())
+    rbac_api.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "impersonated-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "Group", "name": "toolshare-test-impersonated", "apiGroup": "rbac.authorization.k8s.io"}]})
+    users["alice"].create(unowned(toolrun("nb")))
+    sendable = [b for b in CORPUS if b and b == b.strip() and all(0x20 <= ord(c) < 0x7f for c in b) and len(b) < 4000]
+    assert len(sendable) >= 25
+    config = kubernetes.client.Configuration.get_default_copy()
+    kubernetes.config.load_kube_config(config_file=str(cluster.kubeconfig()), client_configuration=config)
+
+    def impersonating(user):
+        client = kubernetes.client.ApiClient(config)
+        client.set_default_header("Impersonate-User", user)
+        client.set_default_header("Impersonate-Group", "toolshare-test-impersonated")
+        return client
+
+    probe = impersonating("mallory")
+    wait_for(lambda: rbac.can(probe, namespace, "create", "toolruns"), what="the impersonated group bound")
+    probe.close()
+    for bad in sendable:
+        client = impersonating(bad)
+        ts = Toolshare(client, namespace)
+        for obj in (unowned(toolrun("x")), runshare("x", run="nb", users=["bob"]), imageshare("x", image_for(namespace), users=["bob"])):
+            status, message = refusal(ts.create, obj)
+            assert status == 403 and "your user name cannot own or share" in message, (bad, message)
+        client.close()
+
+
+# --- RBAC and the webhook being down -------------------------------------------------------
+
+def test_operator_runs_with_least_privilege(cluster, operator):
+    """The operator's token is its service account's, and that account cannot read Secrets or
+    write RBAC (which the admin kubeconfig could)."""
+    config = yaml.safe_load(Path(operator.kubeconfig).read_text())
+    assert config["users"][0]["name"] == f"system:serviceaccount:{rbac.OPERATOR_NAMESPACE}:{rbac.OPERATOR_SA}"
+    client = kubernetes.config.new_client_from_config(config_file=str(operator.kubeconfig))
+    try:
+        def can(verb, resource, group=""):
+            return rbac.can(client, "default", verb, resource, group)
+        assert can("patch", "ingresses", "networking.k8s.io") and can("watch", "toolruns", GROUP)
+        assert not can("get", "secrets") and not can("create", "clusterrolebindings", "rbac.authorization.k8s.io")
+        assert not can("update", "toolruns", GROUP) and not can("delete", "runshares", GROUP)
+    finally:
+        client.close()
+
+
+def test_users_need_rbac_too(cluster, namespace, operator):
+    """Admission is not the only gate: without a RoleBinding, carol may not create anything."""
+    status, _ = refusal(Toolshare(cluster.client("carol"), namespace).create, unowned(toolrun("nb")))
+    assert status == 403
+
+
+def test_webhook_down_refuses_creates(users, cluster, operator):
+    from tests.support.operator import wait_for_webhooks
+
+    operator.stop()
+    try:
+        for obj in (toolrun("nb"), runshare("s", run="nb", users=["bob"]),
+                    imageshare("i", "registry.example.org/down/nb", users=["bob"])):
+            status, message = refusal(users["admin"].create, obj)
+            assert status >= 500 or "failed calling webhook" in message, message
+            assert "failed calling webhook" in message
+    finally:
+        operator.start()
+    wait_for_webhooks(cluster, int(operator.env["TOOLSHARE_WEBHOOK_LISTEN"].rsplit(":", 1)[1]), operator)
+    assert wait_for(lambda: _try_create(users["alice"], unowned(toolrun("after"))), timeout=30, what="admitted again")

@@ -1,0 +1,68 @@
+"""manifests/rbac on the test cluster: the operator's service account and its kubeconfig, and
+RoleBindings that let the test users work in a namespace (RBAC and admission both exercised)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes
+import yaml
+
+from toolshare.devenv import kubectl, repo_root
+
+OPERATOR_NAMESPACE, OPERATOR_SA = "toolshare-system", "toolshare-operator"
+# The session operator's admission policy (tests/integration/test_admission.py relies on it): a GitOps
+# service account trusted in two fixed namespaces, and the directory ConfigMap (absent = no directory).
+GITOPS_NAMESPACE, GITOPS_SA = "toolshare-gitops", "applier"
+GITOPS_TARGETS = ("gitops-team-a",)
+DIRECTORY = (OPERATOR_NAMESPACE, "toolshare-directory")
+POLICY_ENV = {
+    "TOOLSHARE_TRUSTED_APPLIERS": f"serviceaccount:{GITOPS_NAMESPACE}/{GITOPS_SA}={','.join(GITOPS_TARGETS)}",
+    "TOOLSHARE_DIRECTORY": "/".join(DIRECTORY),
+}
+
+
+def install(bins, cluster) -> None:
+    """kubectl apply -k manifests/rbac, as a cluster administrator would."""
+    kubectl(bins, cluster.kubeconfig(), "apply", "--server-side", "--field-manager=toolshare-test",
+            "-k", str(repo_root() / "manifests" / "rbac"))
+
+
+def service_account_kubeconfig(cluster, namespace: str, name: str, path: Path, hours: int = 24) -> Path:
+    """A kubeconfig with a bound token for the service account (TokenRequest API), nothing more."""
+    core = kubernetes.client.CoreV1Api(cluster.client())
+    token = core.create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": hours * 3600}}).status.token
+    admin = yaml.safe_load(cluster.kubeconfig().read_text())
+    server = admin["clusters"][0]["cluster"]
+    user = f"system:serviceaccount:{namespace}:{name}"
+    config = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "toolshare-local", "cluster": {
+            "server": server["server"], "certificate-authority-data": server["certificate-authority-data"]}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "toolshare-local-sa", "context": {"cluster": "toolshare-local", "user": user}}],
+        "current-context": "toolshare-local-sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def bind_edit(cluster, namespace: str, users=(), service_accounts=()) -> None:
+    """The standard `edit` role (into which toolshare-edit aggregates) for users in a namespace."""
+    subjects = [{"kind": "User", "name": u, "apiGroup": "rbac.authorization.k8s.io"} for u in users]
+    subjects += [{"kind": "ServiceAccount", "namespace": ns, "name": n} for ns, n in service_accounts]
+    kubernetes.client.RbacAuthorizationV1Api(cluster.client()).create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "toolshare-test-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": subjects,
+    })
+
+
+
+def can(client, namespace: str, verb: str, resource: str, group: str = "toolshare.dev") -> bool:
+    """Whether the client's identity may do it, as the API server's authorizer says now."""
+    review = kubernetes.client.AuthorizationV1Api(client).create_self_subject_access_review({"spec": {
+        "resourceAttributes": {"namespace": namespace, "verb": verb, "resource": resource, "group": group}}})
+    return bool(review.status.allowed)
