@@ -1,0 +1,163 @@
+"""Revoke-to-deny benchmark: RunShare deleted -> the gate answers 403, through a real oauth2-proxy.
+
+    python -m benchmarks.revoke_latency --rounds 20
+
+starts a local control plane, the operator (its own process, admission webhooks on loopback), the
+dev OIDC issuer, oauth2-proxy and the gate, creates one ToolRun owned by alice, then for each round
+shares it with bob and deletes the share, polling the gate's /check as bob every few milliseconds.
+Reports share-to-allow and revoke-to-deny latency (p50/p95/max), and the latency of one /check
+(which always asks oauth2-proxy) while idle. Numbers are printed as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+import kubernetes
+
+from toolshare import devservices
+from toolshare.controlplane import cluster
+from toolshare.controlplane.binaries import ensure_binaries
+from toolshare.controlplane.cluster import free_port
+from toolshare.devenv import install_crds
+from toolshare.devissuer import DevIssuer
+
+NS, RUN = "bench-gate", "nb"
+GROUP, VERSION = "toolshare.dev", "v1alpha1"
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def summary(values: list[float]) -> dict:
+    ms = [v * 1000 for v in values]
+    return {"n": len(ms), "p50_ms": round(pct(ms, 50), 1), "p95_ms": round(pct(ms, 95), 1),
+            "max_ms": round(max(ms), 1), "mean_ms": round(statistics.mean(ms), 1)}
+
+
+class Checker:
+    """GET /check as one person over a kept-alive connection."""
+
+    def __init__(self, gate_url: str, token: str):
+        u = urllib.parse.urlsplit(gate_url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def status(self, path: str) -> int:
+        self.conn.request("GET", path, headers=self.headers)
+        resp = self.conn.getresponse()
+        resp.read()
+        return resp.status
+
+
+def wait_status(checker: Checker, path: str, want: int, timeout: float = 30.0, interval: float = 0.005) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if checker.status(path) == want:
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise TimeoutError(f"{path} did not answer {want} within {timeout}s")
+
+
+def start_operator(kubeconfig: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{free_port()}",
+           "TOOLSHARE_WEBHOOK_CERT_DIR": str(log.parent / "webhook")}
+    return subprocess.Popen([sys.executable, "-m", "toolshare.cli", "operator", "--kubeconfig", str(kubeconfig)],
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def create_share(api: kubernetes.client.CustomObjectsApi, name: str, timeout: float = 60.0) -> None:
+    """Create the share; until the operator's admission webhook is registered, a share is not
+    stamped with its sharer and is not honoured, so recreate it until it is."""
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RunShare", "metadata": {"name": name},
+            "spec": {"runRef": {"name": RUN}, "users": ["bob"]}}
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = api.create_namespaced_custom_object(GROUP, VERSION, NS, "runshares", body)
+        if "toolshare.dev/shared-by" in (obj["metadata"].get("annotations") or {}) or time.monotonic() > deadline:
+            return
+        api.delete_namespaced_custom_object(GROUP, VERSION, NS, "runshares", name)
+        time.sleep(0.5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--idle-checks", type=int, default=500)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="toolshare-bench-gate-"))
+    bins = ensure_binaries()
+    state = cluster.up(work / "cluster", bins, log=lambda *_: None)
+    kubeconfig = state.directory / "kubeconfig"
+    procs: list = []
+    operator = None
+    issuer = DevIssuer().start()
+    try:
+        install_crds(bins, kubeconfig)
+        operator = start_operator(kubeconfig, work / "operator.log")
+        proxy = devservices.oauth2_proxy(issuer.url, work).start()
+        gate = devservices.gate(kubeconfig, f"{proxy.url}/oauth2/auth", work).start()
+        procs = [proxy, gate]
+        client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        kubernetes.client.CoreV1Api(client).create_namespace({"metadata": {"name": NS}})
+        api = kubernetes.client.CustomObjectsApi(client)
+        api.create_namespaced_custom_object(GROUP, VERSION, NS, "toolruns", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "ToolRun", "metadata": {"name": RUN},
+            "spec": {"owner": "alice", "image": "img", "endpoints": [{"name": "lab", "port": 8888, "protocol": "http"}]}})
+        path = f"/check/{NS}/{RUN}/lab"
+        bob = Checker(gate.url, issuer.token("bob"))
+        alice = Checker(gate.url, issuer.token("alice"))
+        wait_status(alice, path, 202, timeout=60)
+
+        idle = []
+        for _ in range(args.idle_checks):
+            t = time.monotonic()
+            alice.status(path)
+            idle.append(time.monotonic() - t)
+
+        allow, deny = [], []
+        for i in range(args.rounds):
+            name = f"bob-{i}"
+            t = time.monotonic()  # from sending the create to the gate's first 202
+            create_share(api, name)
+            wait_status(bob, path, 202)
+            allow.append(time.monotonic() - t)
+            t = time.monotonic()  # from sending the delete to the gate's first 403
+            api.delete_namespaced_custom_object(GROUP, VERSION, NS, "runshares", name)
+            wait_status(bob, path, 403)
+            deny.append(time.monotonic() - t)
+        result = {
+            "machine": f"{os.cpu_count()} cores, {platform.machine()}, python {platform.python_version()}",
+            "rounds": args.rounds,
+            "revoke_to_deny": summary(deny),
+            "share_to_allow": summary(allow),
+            "check_latency_idle": summary(idle),
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        if operator is not None:
+            operator.terminate()
+            operator.wait(30)
+        for svc in reversed(procs):
+            svc.stop()
+        issuer.stop()
+        cluster.down(state.directory, log=lambda *_: None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
