@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import time
 import urllib.parse
 from pathlib import Path
 
 import kubernetes
 
 from .controlplane.cluster import free_port
+from .devservices import Service
 
 NGINX = "nginx.ingress.kubernetes.io/"
 
@@ -112,7 +111,7 @@ class Nginx:
     def __init__(self, directory: Path):
         self.dir = directory
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        self.service: Service | None = None
         self.binary = shutil.which("nginx") or "/usr/sbin/nginx"
 
     def configure(self, ingresses: list[dict], client: kubernetes.client.ApiClient, gate_address: str) -> None:
@@ -130,7 +129,7 @@ http {{
   server_names_hash_bucket_size 128;  # run hosts are up to 253 characters
   client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fastcgi;
   uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-  server {{ listen 127.0.0.1:{self.port} default_server; return 404; }}
+  server {{ listen 127.0.0.1:{self.port} default_server; location = /healthz {{ return 200; }} location / {{ return 404; }} }}
 {servers}
 }}
 """)
@@ -142,28 +141,10 @@ http {{
         check = subprocess.run([*argv, "-t"], capture_output=True, text=True)
         if check.returncode != 0:
             raise IngressError(f"nginx rejected the configuration:\n{check.stderr}")
-        log = open(self.dir / "logs" / "stderr.log", "ab")
-        self.proc = subprocess.Popen([*argv, "-g", "daemon off;"], stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise IngressError(f"nginx exited: {(self.dir / 'logs/error.log').read_text(errors='replace')}")
-            try:
-                import socket
-
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise IngressError("nginx did not start listening")
+        self.service = Service("nginx", [*argv, "-g", "daemon off;"], f"http://127.0.0.1:{self.port}/healthz",
+                               self.dir / "logs" / "stderr.log").start(timeout=20)
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.service is not None:
+            self.service.stop()
