@@ -129,3 +129,16 @@ def test_the_page_escapes_every_value(text):
 def test_the_page_escapes_markup():
     view = {"user": "<b>x</b>", "email": "", "groups": [], "owned": [], "sharedWithMe": []}
     assert "&lt;b&gt;x&lt;/b&gt;" in render_page(view) and "<b>x</b>" not in render_page(view)
+
+
+def test_watch_events_feed_the_store_and_410_means_list_again():
+    from toolshare.gate.watch import Gone, Reflector
+
+    seen = []
+    r = Reflector(None, "/apis/networking.k8s.io/v1/ingresses", on_replace=lambda items: None,
+                  on_event=lambda kind, obj: seen.append((kind, obj["metadata"]["name"])))
+    r._handle({"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "7"}}})
+    r._handle({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}})
+    assert seen == [("ADDED", "a")] and r.resource_version == "9"
+    with pytest.raises(Gone):
+        r._handle({"type": "ERROR", "object": {"code": 410, "message": "too old resource version"}})
