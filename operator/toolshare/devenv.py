@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 from .controlplane import binaries as binmod
@@ -31,16 +33,40 @@ def install_crds(bins: binmod.Binaries, kubeconfig: Path) -> None:
             "-f", str(crds))
 
 
+WEBHOOK_CONFIG = "toolshare.dev"  # the name webhooks.py gives both managed configurations
+
+
+def apply_examples(bins: binmod.Binaries, kubeconfig: Path, timeout: float = 120.0) -> None:
+    examples = repo_root() / "examples" / "dev"
+    deadline = time.monotonic() + timeout
+    # kopf registers the webhook configurations shortly after startup; before that a create
+    # would be admitted without the owner and sharer stamps.
+    while time.monotonic() < deadline:
+        configs = [kubectl(bins, kubeconfig, "get", f"{kind}webhookconfiguration", WEBHOOK_CONFIG,
+                           "-o", "jsonpath={.webhooks[*].name}", check=False) for kind in ("validating", "mutating")]
+        if all(c.returncode == 0 and c.stdout.strip() for c in configs):
+            break
+        time.sleep(0.5)
+    while True:
+        out = kubectl(bins, kubeconfig, "apply", "--server-side", "--field-manager=toolshare-dev",
+                      "-f", str(examples), check=False)
+        if out.returncode == 0:
+            print(out.stdout.strip(), flush=True)
+            return
+        if time.monotonic() > deadline:
+            print(f"could not apply {examples}: {out.stderr.strip()}", flush=True)
+            return
+        time.sleep(1)  # the webhooks are not served yet
+
+
 def main(directory: Path) -> int:
     bins = binmod.ensure_binaries()
     state = cluster.up(directory, bins)
     kubeconfig = state.directory / "kubeconfig"
     install_crds(bins, kubeconfig)
-    examples = repo_root() / "examples" / "dev"
-    if examples.is_dir():
-        out = kubectl(bins, kubeconfig, "apply", "--server-side", "--field-manager=toolshare-dev",
-                      "-f", str(examples))
-        print(out.stdout.strip())
+    # The samples go through the operator's admission webhooks (owner and sharer are stamped
+    # there), so they are applied once the operator serves them.
+    threading.Thread(target=apply_examples, args=(bins, kubeconfig), daemon=True, name="dev-examples").start()
     print()
     print("Toolshare is running against a local Kubernetes control plane. In another terminal:")
     print(f"  export KUBECONFIG={kubeconfig}")
