@@ -199,13 +199,13 @@ class Reconciler:
         ns, name = share["metadata"]["namespace"], share["metadata"]["name"]
         state = render.share_state(share, runs_by_name, now, self.policy)
         status = dict(share.get("status") or {})
-        generation = share["metadata"].get("generation")
         active = state.reason == render.ACTIVE
+        # No observedGeneration here: a spec change that leaves the verdict alone (say, one more
+        # user) then costs no status write; the run's Ingress and status carry the change.
         new_status = {
             **render.share_status(state),
             "conditions": set_condition(status.get("conditions"), "Ready", active, state.reason, state.message,
-                                        generation, now),
-            "observedGeneration": generation,
+                                        None, now),
         }
         if not contains(status, new_status):
             try:

@@ -188,7 +188,7 @@ def test_runshare_fields():
     expr = spec["properties"]["runSelector"]["properties"]["matchExpressions"]["items"]
     assert expr["properties"]["operator"]["enum"] == list(render.SELECTOR_OPERATORS)
     status = schema(RUNSHARE)["properties"]["status"]["properties"]
-    assert set(status) == {"observedGeneration", "runs", "conditions"}
+    assert set(status) == {"runs", "conditions"}
 
 
 def test_the_principal_regex_is_the_one_in_principals_py():

@@ -1,0 +1,316 @@
+"""Propagation benchmark: RunShare write -> Ingress annotation, at N runs, against a floor.
+
+    python -m benchmarks.propagation --runs 1000 --rate 100 --duration 30
+
+starts a local control plane, creates N ToolRuns each shared with bob, runs the operator as in
+production (its own process), and reports: initial sync time, propagation latency p50/p95/p99 for
+share changes applied at a fixed rate, sustained changes/s, write requests per change (from the
+API server's apiserver_request_total), operator RSS and CPU, restart time and restart writes.
+Then it stops the operator and measures the floor (benchmarks/floor.py) on the same cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.kclient import KClient
+from toolshare.controlplane import cluster
+from toolshare.controlplane.binaries import ensure_binaries
+from toolshare.devenv import install_crds
+
+NS = "bench"
+OURS = {"pods", "services", "ingresses", "networkpolicies", "toolruns", "runshares", "events"}
+_LINE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def say(*args) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}]", *args, file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+async def writes(k: KClient) -> dict:
+    out: dict = {}
+    for line in (await k.text("/metrics")).splitlines():
+        m = _LINE.match(line)
+        if m:
+            lab = dict(_LABEL.findall(m.group("labels")))
+            if lab.get("verb") in {"APPLY", "PATCH", "POST", "PUT", "DELETE"} and lab.get("resource") in OURS:
+                key = f"{lab['verb']} {lab['resource']}{'/' + lab['subresource'] if lab.get('subresource') else ''}"
+                out[key] = out.get(key, 0) + int(float(m.group("value")))
+    return out
+
+
+def diff(after: dict, before: dict) -> dict:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+
+
+class Proc:
+    """A measured child process (the operator or the floor)."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict):
+        self.p = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env,
+                                  start_new_session=True)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+
+
+async def create_runs(k: KClient, n: int) -> None:
+    await k.request("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})
+    sem = asyncio.Semaphore(32)
+
+    async def one(i: int):
+        async with sem:
+            await k.request("POST", f"/apis/toolshare.dev/v1alpha1/namespaces/{NS}/toolruns", {
+                "apiVersion": "toolshare.dev/v1alpha1", "kind": "ToolRun", "metadata": {"name": f"r{i}"},
+                "spec": {"owner": "alice", "image": "jupyter/base-notebook",
+                         "endpoints": [{"name": "lab", "port": 8888, "protocol": "http"},
+                                       {"name": "ssh", "port": 22, "protocol": "ssh"}]}})
+            await k.request("POST", f"/apis/toolshare.dev/v1alpha1/namespaces/{NS}/runshares", {
+                "apiVersion": "toolshare.dev/v1alpha1", "kind": "RunShare", "metadata": {"name": f"r{i}"},
+                "spec": {"runRef": {"name": f"r{i}"}, "users": ["bob"]}})
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def wait_ingresses(k: KClient, n: int, timeout: float) -> float:
+    """Seconds until all N Ingresses exist and list bob."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        items = (await k.request("GET", f"/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses"))["items"]
+        done = sum(1 for i in items if "bob" in i["metadata"].get("annotations", {}).get("toolshare.dev/allowed-users", ""))
+        if done >= n:
+            return time.monotonic() - started
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"initial sync: not all {n} Ingresses listed bob within {timeout}s")
+
+
+async def settle(k: KClient, quiet: float = 3.0, timeout: float = 600.0) -> dict:
+    last, since, start = await writes(k), time.monotonic(), time.monotonic()
+    while time.monotonic() - start < timeout:
+        await asyncio.sleep(0.5)
+        now = await writes(k)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    return last
+
+
+async def propagate(k: KClient, n: int, rate: float, duration: float, tag: str) -> dict:
+    """Change shares at `rate`/s for `duration` s; return latencies from write to Ingress annotation."""
+    listing = await k.request("GET", f"/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses")
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    acked: dict[str, float] = {}
+    done = asyncio.Event()
+    total = int(rate * duration)
+
+    async def watcher():
+        async for _, obj in k.watch(f"/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses",
+                                    listing["metadata"]["resourceVersion"]):
+            users = (obj["metadata"].get("annotations") or {}).get("toolshare.dev/allowed-users", "")
+            for u in users.split(","):
+                if u.startswith(tag) and u not in seen:
+                    seen[u] = time.monotonic()
+            if len(seen) >= total:
+                done.set()
+                return
+
+    watch_task = asyncio.create_task(watcher())
+    await asyncio.sleep(0.5)
+    start = time.monotonic()
+    tasks = []
+    for i in range(total):
+        target = start + i / rate
+        delay = target - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        token = f"{tag}{i}"
+        run = f"r{i % n}"
+
+        async def change(run=run, token=token):
+            t0 = time.monotonic()
+            await k.request("PATCH", f"/apis/toolshare.dev/v1alpha1/namespaces/{NS}/runshares/{run}",
+                            {"spec": {"users": ["bob", token]}}, content_type="application/merge-patch+json")
+            sent[token] = t0
+            acked[token] = time.monotonic() - t0
+
+        tasks.append(asyncio.create_task(change()))
+    await asyncio.gather(*tasks)
+    send_seconds = time.monotonic() - start
+    try:
+        await asyncio.wait_for(done.wait(), timeout=60)
+    except asyncio.TimeoutError:
+        pass
+    watch_task.cancel()
+    # A change superseded before it propagated (the same run changed again) never shows; count it lost.
+    lat = [seen[t] - sent[t] for t in sent if t in seen]
+    last = max(seen.values(), default=start)
+    return {"changes": total, "propagated": len(lat), "send_seconds": round(send_seconds, 2),
+            "sustained_per_s": round(len(lat) / max(last - start, 1e-9), 1),
+            "p50_ms": round(pct(lat, 50) * 1000, 1), "p95_ms": round(pct(lat, 95) * 1000, 1),
+            "p99_ms": round(pct(lat, 99) * 1000, 1), "max_ms": round(max(lat, default=float('nan')) * 1000, 1),
+            "write_ack_p50_ms": round(pct(list(acked.values()), 50) * 1000, 1),
+            "write_ack_p99_ms": round(pct(list(acked.values()), 99) * 1000, 1)}
+
+
+async def reconciles(port: int) -> float:
+    import urllib.request
+
+    def get():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return -1.0
+        m = re.search(r'^toolshare_reconciles_total\{kind="ToolRun",result="ok"\} (\S+)$', text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    return await asyncio.to_thread(get)
+
+
+def operator_argv(metrics_port: int) -> list[str]:
+    return [sys.executable, "-m", "toolshare.cli", "operator", "--metrics-port", str(metrics_port)]
+
+
+async def wait_webhooks(k: KClient, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            v = await k.request("GET", "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/toolshare.dev")
+            m = await k.request("GET", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/toolshare.dev")
+            if v.get("webhooks") and m.get("webhooks"):
+                await asyncio.sleep(0.5)
+                return
+        except RuntimeError:
+            pass
+        await asyncio.sleep(0.3)
+    raise TimeoutError("the operator's webhooks were not registered")
+
+
+async def bench(args) -> dict:
+    directory = Path(tempfile.mkdtemp(prefix="toolshare-bench-"))
+    bins = ensure_binaries()
+    state = cluster.up(directory, bins, log=lambda *_: None)
+    kubeconfig = str(directory / "kubeconfig")
+    install_crds(bins, directory / "kubeconfig")
+    env = {**os.environ, "KUBECONFIG": kubeconfig,
+           "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{cluster.free_port()}",
+           "TOOLSHARE_WEBHOOK_CERT_DIR": str(directory / "webhook")}
+    result: dict = {"runs": args.runs, "rate": args.rate, "duration": args.duration,
+                    "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+                               f"Python {platform.python_version()}"}
+    try:
+        async with KClient(kubeconfig) as k:
+            port = cluster.free_port()
+            op = Proc(operator_argv(port), directory / "operator.log", env)
+            # Shares are admitted (sharer stamped) by the operator's webhooks: create after they are up.
+            await wait_webhooks(k)
+            t = time.monotonic()
+            say(f"creating {args.runs} runs and shares")
+            await create_runs(k, args.runs)
+            result["create_seconds"] = round(time.monotonic() - t, 1)
+            say(f"created in {result['create_seconds']}s")
+            result["initial_sync_seconds"] = round(await wait_ingresses(k, args.runs, args.timeout), 1)
+            say(f"initial sync {result['initial_sync_seconds']}s")
+            before = await settle(k)
+            cpu0 = op.cpu_seconds()
+            say("propagation phase (operator)")
+            prop = await propagate(k, args.runs, args.rate, args.duration, "u")
+            after = await settle(k)
+            w = diff(after, before)
+            own = w.pop("PATCH runshares", 0)  # the benchmark's own share changes
+            assert own == prop["changes"], (own, prop)
+            result["operator"] = {**prop, "writes_per_change": round(sum(w.values()) / max(prop["changes"], 1), 2),
+                                  "writes": w, "rss_mb": round(op.rss_mb(), 1),
+                                  "cpu_seconds": round(op.cpu_seconds() - cpu0, 1)}
+            say("restart phase")
+            # Restart with N unchanged runs: time until every run was reconciled once, and its writes.
+            op.stop()
+            before = await writes(k)
+            t = time.monotonic()
+            op = Proc(operator_argv(port), directory / "operator.log", env)
+            while await reconciles(port) < args.runs:
+                if time.monotonic() - t > args.timeout:
+                    raise TimeoutError("restart: not every run reconciled")
+                await asyncio.sleep(0.2)
+            result["restart_seconds"] = round(time.monotonic() - t, 1)
+            result["restart_writes"] = diff(await settle(k), before)
+            result["restart_rss_mb"] = round(op.rss_mb(), 1)
+            op.stop()
+            say("floor phase")
+            # The floor, on the same cluster and objects. It has no admission webhooks: remove the
+            # operator's (failurePolicy Fail would refuse every write with the operator gone), so the
+            # operator's numbers include the webhook round trip and the floor's do not.
+            for kind in ("validating", "mutating"):
+                await k.request("DELETE", f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations/toolshare.dev")
+            floor = Proc([sys.executable, "-m", "benchmarks.floor", "--kubeconfig", kubeconfig, "--namespace", NS],
+                         directory / "floor.log", env)
+            await asyncio.sleep(2)
+            before = await settle(k)
+            cpu0 = floor.cpu_seconds()
+            fprop = await propagate(k, args.runs, args.rate, args.duration, "f")
+            w = diff(await settle(k), before)
+            w.pop("PATCH runshares", 0)
+            result["floor"] = {**fprop, "writes_per_change": round(sum(w.values()) / max(fprop["changes"], 1), 2),
+                               "rss_mb": round(floor.rss_mb(), 1), "cpu_seconds": round(floor.cpu_seconds() - cpu0, 1)}
+            floor.stop()
+            result["p99_ratio_to_floor"] = round(result["operator"]["p99_ms"] / max(result["floor"]["p99_ms"], 1e-9), 2)
+    finally:
+        cluster.down(directory, log=lambda *_: None)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=1000)
+    p.add_argument("--rate", type=float, default=100.0, help="share changes per second")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of changes")
+    p.add_argument("--timeout", type=float, default=900.0)
+    p.add_argument("--json", help="also write the result here")
+    args = p.parse_args(argv)
+    result = asyncio.run(bench(args))
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
