@@ -1,0 +1,27 @@
+"""The propagation benchmark, small, so it cannot rot: it completes and reports every number.
+
+Only completion and shape are asserted; the numbers themselves live in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_propagation_benchmark_completes_and_reports(tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.propagation", "--runs", "10", "--rate", "10",
+                           "--duration", "2", "--timeout", "120", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for side in ("operator", "floor"):
+        r = result[side]
+        assert r["changes"] == 20 and r["propagated"] == 20, r
+        for key in ("p50_ms", "p95_ms", "p99_ms", "sustained_per_s", "writes_per_change", "rss_mb", "cpu_seconds"):
+            assert isinstance(r[key], (int, float)), key
+    assert result["restart_writes"] == {}
+    assert isinstance(result["restart_seconds"], float)
+    assert isinstance(result["p99_ratio_to_floor"], float)
