@@ -1,0 +1,123 @@
+"""Gate throughput: requests/s and latency of /check under load from a second process (wrk).
+
+    python -m benchmarks.gate_throughput --seconds 10 --connections 16
+
+Three measurements on the same machine, same run:
+- gate + oauth2-proxy: the production path (every /check asks oauth2-proxy /oauth2/auth);
+- oauth2-proxy alone: /oauth2/auth with the same bearer token (what the gate waits on);
+- gate alone: the gate in front of a trivial identity endpoint answering 202 with bob's headers,
+  so the gate's own cost shows (a benchmark stand-in only; the product never trusts it).
+The allow-list comes from an Ingress created directly on a local control plane (no operator).
+Needs wrk (Debian package `wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import kubernetes
+from aiohttp import web
+
+from toolshare import devservices
+from toolshare.controlplane import cluster
+from toolshare.controlplane.binaries import ensure_binaries
+from toolshare.controlplane.cluster import free_port
+from toolshare.devenv import install_crds
+from toolshare.devissuer import DevIssuer
+
+NS, RUN, EP = "bench-gate", "nb", "lab"
+
+
+def ingress() -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": f"{RUN}.{EP}", "namespace": NS,
+                         "labels": {"app.kubernetes.io/managed-by": "toolshare", "toolshare.dev/run": RUN,
+                                    "toolshare.dev/endpoint": EP},
+                         "annotations": {"toolshare.dev/owner": "alice", "toolshare.dev/allowed-users": "bob",
+                                         "toolshare.dev/allowed-groups": "lab"}},
+            "spec": {"rules": [{"host": "nb.example", "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": RUN, "port": {"name": EP}}}}]}}]}}
+
+
+def identity_standin(port: int) -> None:
+    """An identity endpoint that says 'bob' to everyone: isolates the gate's own cost."""
+    async def auth(_request):
+        return web.Response(status=202, headers={"X-Auth-Request-User": "user-bob",
+                                                 "X-Auth-Request-Preferred-Username": "bob",
+                                                 "X-Auth-Request-Email": "bob@toolshare.test",
+                                                 "X-Auth-Request-Groups": "lab"})
+
+    app = web.Application()
+    app.router.add_get("/oauth2/auth", auth)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    loop.run_forever()
+
+
+def wrk(url: str, token: str, seconds: int, connections: int) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                          "-H", f"Authorization: Bearer {token}", url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": round(rps), "p50": lat.get("50"), "p90": lat.get("90"), "p99": lat.get("99"),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--connections", type=int, default=16)
+    args = p.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install wrk", file=sys.stderr)
+        return 2
+    directory = Path(tempfile.mkdtemp(prefix="toolshare-bench-gate-tp-"))
+    bins = ensure_binaries()
+    cluster.up(directory, bins, log=lambda *_: None)
+    kubeconfig = directory / "kubeconfig"
+    install_crds(bins, kubeconfig)  # the gate also watches RunShares (for "Shared with me")
+    services = []
+    try:
+        api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
+        kubernetes.client.NetworkingV1Api(api).create_namespaced_ingress(NS, ingress())
+        issuer = DevIssuer().start()
+        token = issuer.token("bob")
+        proxy = devservices.oauth2_proxy(issuer.url, directory).start()
+        gate = devservices.gate(kubeconfig, f"{proxy.url}/oauth2/auth", directory).start()
+        standin_port = free_port()
+        threading.Thread(target=identity_standin, args=(standin_port,), daemon=True).start()
+        bare = devservices.gate(kubeconfig, f"http://127.0.0.1:{standin_port}/oauth2/auth", directory).start()
+        services = [gate, bare, proxy]
+        check = f"/check/{NS}/{RUN}/{EP}"
+        wrk(gate.url + check, token, 2, args.connections)  # warm-up
+        result = {
+            "connections": args.connections, "seconds": args.seconds, "cores": os.cpu_count(),
+            "gate_with_oauth2_proxy": wrk(gate.url + check, token, args.seconds, args.connections),
+            "oauth2_proxy_alone": wrk(f"{proxy.url}/oauth2/auth", token, args.seconds, args.connections),
+            "gate_alone": wrk(bare.url + check, token, args.seconds, args.connections),
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        for s in services:
+            s.stop()
+        cluster.down(directory, log=lambda *_: None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
