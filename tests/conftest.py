@@ -15,6 +15,19 @@ from tests.support import cluster as support
 pytest_plugins = ["tests.support.auth"]  # issuer, oauth2_proxy, gate fixtures
 
 
+def pytest_addoption(parser):
+    parser.addoption("--toolshare-kubeconfig", default=None,
+                     help="run the integration tests against this cluster (same as TOOLSHARE_KUBECONFIG)")
+
+
+def pytest_configure(config):
+    path = config.getoption("--toolshare-kubeconfig")
+    if path:
+        import os
+
+        os.environ["TOOLSHARE_KUBECONFIG"] = path
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/integration/" in str(item.fspath):
