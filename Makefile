@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CLUSTER_DIR ?= .toolshare/cluster
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration binaries venv down status clean deps
+.PHONY: run test unit integration binaries venv down status clean deps sync crds
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,15 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-## binaries: build (once, cached under ~/.cache/toolshare) or locate etcd, kube-apiserver, kube-controller-manager, kubectl, oauth2-proxy
+## binaries: build (once, cached under ~/.cache/toolshare) or locate etcd, kube-apiserver, kube-controller-manager, kubectl, oauth2-proxy, helm
 binaries: venv
 	$(BIN)/toolshare cluster build
 	$(BIN)/python -m toolshare.oauth2proxy
+	$(BIN)/python -m toolshare.helm
+
+## sync (or crds): regenerate the chart's and manifests' copies of crds/ and the RBAC rules
+sync crds: venv
+	$(BIN)/python -m toolshare.syncmanifests
 
 ## deps: Debian packages the tests drive: nginx (auth_request) and chromium (browser test); apt only when missing
 deps:

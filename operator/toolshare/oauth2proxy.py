@@ -8,8 +8,6 @@ the gate reads identity from.
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 from .controlplane import binaries as binmod
@@ -18,43 +16,16 @@ NAME = "oauth2-proxy"
 MODULE = "github.com/oauth2-proxy/oauth2-proxy/v7"
 ALTERNATIVES = ("set TOOLSHARE_OAUTH2_PROXY to an oauth2-proxy v7 binary built elsewhere, "
                 "or install Go 1.26+ so it can be built from tools/oauth2-proxy")
-
-
-def module_dir() -> Path:
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "tools" / NAME / "go.mod"
-        if candidate.exists():
-            return candidate.parent
-    raise binmod.BinariesUnavailable(f"tools/{NAME}/go.mod was not found; {ALTERNATIVES}")
-
-
-def pinned_version(directory: Path) -> str:
-    m = re.search(rf"^\s*{re.escape(MODULE)}\s+(v\S+)", (directory / "go.mod").read_text(), re.MULTILINE)
-    if not m:
-        raise binmod.BinariesUnavailable(f"{directory}/go.mod does not require {MODULE}")
-    return m.group(1)
-
-
-def cache_key(directory: Path) -> str:
-    return f"{pinned_version(directory)}_{binmod.module_suffix(directory)}"
+TOOL = binmod.GoTool(
+    name=NAME, module=MODULE, package=MODULE, version_args=("--version",),
+    ldflags="-s -w -X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION={version}",
+    override_env="TOOLSHARE_OAUTH2_PROXY", alternatives=ALTERNATIVES)
+module_dir, pinned_version, cache_key = TOOL.module_dir, TOOL.pinned_version, TOOL.cache_key
 
 
 def ensure(log=print) -> Path:
     """Path to the oauth2-proxy binary: $TOOLSHARE_OAUTH2_PROXY, the cache, or a fresh build."""
-    override = os.environ.get("TOOLSHARE_OAUTH2_PROXY")
-    if override:
-        if not os.access(override, os.X_OK):
-            raise binmod.BinariesUnavailable(f"TOOLSHARE_OAUTH2_PROXY={override} is not executable")
-        return Path(override)
-    directory = module_dir()
-    target = binmod.cache_base() / NAME / cache_key(directory)
-    if not binmod._complete(target, (NAME,)):
-        version = pinned_version(directory)
-        binmod.build(directory, target, log=log, packages={NAME: MODULE},
-                     version_args={NAME: ["--version"]},
-                     ldflags=f"-s -w -X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION={version}",
-                     alternatives=ALTERNATIVES)
-    return target / NAME
+    return TOOL.ensure(log=log)
 
 
 def argv(binary: Path, *, listen: str, issuer: str, client_id: str, cookie_secret: str,

@@ -206,3 +206,54 @@ def ensure_binaries(log=print) -> Binaries:
     if not _complete(target):
         build(module_dir, target, log=log)
     return Binaries(target)
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """A single binary built from its own pinned module, tools/<name>/go.mod (oauth2-proxy, helm).
+
+    Cached under ~/.cache/toolshare/<name>/<version>_<platform>_<go.mod+go.sum hash>/ by `build`,
+    so the cache and atomicity rules are the control plane's. `override_env` names a variable that
+    may point at a binary built elsewhere.
+    """
+
+    name: str
+    module: str  # the module whose required version keys the cache and is stamped into the binary
+    package: str  # the main package to build
+    version_args: tuple[str, ...]
+    ldflags: str  # format string; {version} is the pinned version
+    override_env: str
+    alternatives: str
+
+    def module_dir(self) -> Path:
+        for parent in Path(__file__).resolve().parents:
+            candidate = parent / "tools" / self.name / "go.mod"
+            if candidate.exists():
+                return candidate.parent
+        raise BinariesUnavailable(f"tools/{self.name}/go.mod was not found; {self.alternatives}")
+
+    def pinned_version(self, directory: Path) -> str:
+        text = (directory / "go.mod").read_text()
+        m = re.search(rf"^\s*{re.escape(self.module)}\s+(v\S+)", text, re.MULTILINE)
+        if not m:
+            raise BinariesUnavailable(f"{directory}/go.mod does not require {self.module}")
+        return m.group(1)
+
+    def cache_key(self, directory: Path) -> str:
+        return f"{self.pinned_version(directory)}_{module_suffix(directory)}"
+
+    def ensure(self, log=print) -> Path:
+        """Path to the binary: $<override_env>, the cache, or a fresh build into the cache."""
+        override = os.environ.get(self.override_env)
+        if override:
+            if not os.access(override, os.X_OK):
+                raise BinariesUnavailable(f"{self.override_env}={override} is not executable")
+            return Path(override)
+        directory = self.module_dir()
+        target = cache_base() / self.name / self.cache_key(directory)
+        if not _complete(target, (self.name,)):
+            build(directory, target, log=log, packages={self.name: self.package},
+                  version_args={self.name: list(self.version_args)},
+                  ldflags=self.ldflags.format(version=self.pinned_version(directory)),
+                  alternatives=self.alternatives)
+        return target / self.name
