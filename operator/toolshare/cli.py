@@ -33,7 +33,9 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 WEBHOOK_FLAGS = {"webhook_listen": "TOOLSHARE_WEBHOOK_LISTEN", "webhook_host": "TOOLSHARE_WEBHOOK_HOST",
-                 "webhook_cert_dir": "TOOLSHARE_WEBHOOK_CERT_DIR", "webhook_config": "TOOLSHARE_WEBHOOK_CONFIG"}
+                 "webhook_cert_dir": "TOOLSHARE_WEBHOOK_CERT_DIR", "webhook_config": "TOOLSHARE_WEBHOOK_CONFIG",
+                 "webhook_certs": "TOOLSHARE_WEBHOOK_CERTS", "webhook_service": "TOOLSHARE_WEBHOOK_SERVICE"}
+LOG_FORMAT = os.environ.get("TOOLSHARE_LOG_FORMAT", "text")
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -48,7 +50,8 @@ def _operator(args: argparse.Namespace) -> int:
         from .metrics import serve
 
         serve(args.metrics_port)
-    run_operator(namespaces=args.namespace, verbose=args.verbose, liveness_endpoint=args.liveness)
+    run_operator(namespaces=args.namespace, verbose=args.verbose, liveness_endpoint=args.liveness,
+                 log_format=args.log_format)
     return 0
 
 
@@ -69,7 +72,7 @@ def _gate(args: argparse.Namespace) -> int:
     host, _, port = args.listen.rpartition(":")
     run_gate(GateConfig(auth_url=args.oauth2_proxy_url, signin_url=args.signin_url,
                         kubeconfig=args.kubeconfig, user_header=args.user_header),
-             host or "0.0.0.0", int(port))
+             host or "0.0.0.0", int(port), log_format=args.log_format)
     return 0
 
 
@@ -139,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name of the Validating/MutatingWebhookConfiguration the operator keeps up to "
                         "date (default toolshare.dev; 'none' when manifests install them; "
                         "$TOOLSHARE_WEBHOOK_CONFIG)")
+    o.add_argument("--webhook-certs", choices=["generate", "provided"],
+                   help="generate: make and renew a CA and serving certificate in the cert dir (default); "
+                        "provided: use tls.crt/tls.key mounted there as they are ($TOOLSHARE_WEBHOOK_CERTS)")
+    o.add_argument("--webhook-service", metavar="NAMESPACE/NAME[:PORT]",
+                   help="in-cluster: the managed configurations call this Service instead of a URL "
+                        "($TOOLSHARE_WEBHOOK_SERVICE)")
+    o.add_argument("--log-format", choices=["text", "json"], default=LOG_FORMAT,
+                   help="text (default) or one JSON object per line ($TOOLSHARE_LOG_FORMAT)")
     o.add_argument("--verbose", action="store_true")
     o.set_defaults(func=_operator)
 
@@ -157,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--user-header", default="X-Auth-Request-Preferred-Username",
                    help="oauth2-proxy answer header naming the user (falls back to X-Auth-Request-User)")
     g.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
+    g.add_argument("--log-format", choices=["text", "json"], default=LOG_FORMAT,
+                   help="text (default) or one JSON object per line ($TOOLSHARE_LOG_FORMAT)")
     g.set_defaults(func=_gate)
     add_sharing_commands(sub)
     return parser

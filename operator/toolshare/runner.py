@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import kopf
 
 
 def run_operator(namespaces: list[str] | None = None, verbose: bool = False,
-                 liveness_endpoint: str | None = None) -> None:
+                 liveness_endpoint: str | None = None, log_format: str = "text") -> None:
     from . import handlers  # noqa: F401  (registers the handlers with kopf)
     from . import imageshares, webhooks  # noqa: F401  (ImageShare status, admission webhooks)
+    from .logs import configure
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(log_format, verbose)
     asyncio.run(kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces or [],

@@ -13,6 +13,11 @@ Configuration (environment, or `toolshare operator` flags):
   TOOLSHARE_WEBHOOK_CERT_DIR where the CA and serving certificate live (created if missing)
   TOOLSHARE_WEBHOOK_CONFIG   name of the Validating/MutatingWebhookConfiguration the operator
                              manages (default toolshare.dev; "none" when manifests install them)
+  TOOLSHARE_WEBHOOK_CERTS    "generate" (default: CA and serving certificate made and renewed in
+                             the cert dir) or "provided" (tls.crt, tls.key and optional ca.crt
+                             mounted there, e.g. from Helm or cert-manager; read, never written)
+  TOOLSHARE_WEBHOOK_SERVICE  NAMESPACE/NAME[:PORT] of the Service in front of the operator: the
+                             managed configurations then name it instead of a URL (in-cluster)
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class WebhookConfig:
     host: str = ""
     cert_dir: Path = Path(os.path.expanduser("~/.cache/toolshare/webhook"))
     managed: str = "toolshare.dev"
+    certs: str = "generate"  # or "provided"
+    service: tuple[str, str, int] | None = None  # (namespace, name, port) the API server calls
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WebhookConfig:
@@ -67,13 +74,52 @@ class WebhookConfig:
             kwargs["cert_dir"] = Path(cert_dir)
         if (managed := env.get("TOOLSHARE_WEBHOOK_CONFIG", "").strip()):
             kwargs["managed"] = managed
+        if (certs := env.get("TOOLSHARE_WEBHOOK_CERTS", "").strip()):
+            if certs not in ("generate", "provided"):
+                raise ValueError(f"TOOLSHARE_WEBHOOK_CERTS={certs!r}: must be generate or provided")
+            kwargs["certs"] = certs
+        if (service := env.get("TOOLSHARE_WEBHOOK_SERVICE", "").strip()):
+            kwargs["service"] = parse_service(service)
         return cls(**kwargs)
 
     @property
     def advertised_host(self) -> str:
         if self.host:
             return self.host
+        if self.service:
+            return f"{self.service[1]}.{self.service[0]}.svc"
         return "127.0.0.1" if self.listen_addr in ("0.0.0.0", "") else self.listen_addr
+
+
+def parse_service(text: str) -> tuple[str, str, int]:
+    ref, _, port = text.partition(":")
+    ns, slash, name = ref.partition("/")
+    if not slash or not ns or not name or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"TOOLSHARE_WEBHOOK_SERVICE={text!r}: must be NAMESPACE/NAME[:PORT]")
+    return ns, name, int(port or 443)
+
+
+class ServiceWebhookServer(kopf.WebhookServer):
+    """kopf's server, advertised to the API server as a Service reference instead of a URL."""
+
+    def __init__(self, *, service: tuple[str, str, int], **kwargs):
+        super().__init__(**kwargs)
+        self.service = service
+
+    async def __call__(self, fn):
+        async for config in super().__call__(fn):
+            ns, name, port = self.service
+            config.pop("url", None)
+            yield {**config, "service": {"namespace": ns, "name": name, "port": port}}  # kopf appends /<id>
+
+
+def provided_certs(directory: Path) -> tuple[Path | None, Path, Path]:
+    """(ca.crt or None, tls.crt, tls.key) mounted by the installer, used as they are."""
+    cert, key, ca = directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
+    missing = [p.name for p in (cert, key) if not p.is_file()]
+    if missing:
+        raise ValueError(f"TOOLSHARE_WEBHOOK_CERTS=provided: {', '.join(missing)} missing in {directory}")
+    return (ca if ca.is_file() else None), cert, key
 
 
 # --- certificates ------------------------------------------------------------------------
@@ -138,10 +184,14 @@ def configure_webhooks(settings: kopf.OperatorSettings, **_) -> None:
     config = WebhookConfig.from_env()
     ST.policy = Policy.from_env()
     ST.kube = Kube.from_environment()
-    ca, cert, key = ensure_certs(config.cert_dir, config.advertised_host)
-    settings.admission.server = kopf.WebhookServer(
-        addr=config.listen_addr, port=config.port, host=config.advertised_host,
-        certfile=str(cert), pkeyfile=str(key), cafile=str(ca))
+    if config.certs == "provided":
+        ca, cert, key = provided_certs(config.cert_dir)
+    else:
+        ca, cert, key = ensure_certs(config.cert_dir, config.advertised_host)
+    server_args = dict(addr=config.listen_addr, port=config.port, host=config.advertised_host,
+                       certfile=str(cert), pkeyfile=str(key), cafile=str(ca) if ca else None)
+    settings.admission.server = (ServiceWebhookServer(service=config.service, **server_args)
+                                 if config.service else kopf.WebhookServer(**server_args))
     settings.admission.managed = None if config.managed == "none" else config.managed
     log.info("admission webhooks on https://%s:%d (config %s), policy %s",
              config.advertised_host, config.port, config.managed, ST.policy)

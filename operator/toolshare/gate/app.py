@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -18,7 +19,7 @@ import aiohttp
 
 from toolshare import render
 
-from . import allowlist
+from . import allowlist, metrics
 from .identity import DEFAULT_USER_HEADER, IdentityUnavailable, OAuth2Proxy
 from .page import render_page
 from .shared import shared_with_me
@@ -91,6 +92,12 @@ class Gate:
         return await self.identity.identify(request.headers)
 
     async def check(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response = await self._check(request)
+        metrics.record(response.status, time.perf_counter() - started)
+        return response
+
+    async def _check(self, request: web.Request) -> web.Response:
         if not self.ready:
             return _text(503, "the gate has not loaded the access lists yet")
         ns, run, ep = (request.match_info[k] for k in ("namespace", "run", "endpoint"))
@@ -149,6 +156,12 @@ class Gate:
     async def healthz(self, request: web.Request) -> web.Response:
         return _text(200, "ok")
 
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        metrics.ENDPOINTS.set(len(self.store))
+        metrics.READY.set(1 if self.ready else 0)
+        body, content_type = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     async def readyz(self, request: web.Request) -> web.Response:
         if self.ready:
             return _text(200, f"ok: {len(self.store)} endpoints, {len(self.shares)} shares")
@@ -180,12 +193,15 @@ def make_app(config: GateConfig) -> web.Application:
     app.router.add_get("/check/{namespace}/{run}/{endpoint}", gate.check)
     app.router.add_get("/healthz", gate.healthz)
     app.router.add_get("/readyz", gate.readyz)
+    app.router.add_get("/metrics", gate.metrics_page)
     app.router.add_get("/", gate.page)
     app.router.add_get("/shared-with-me", gate.page)
     app.router.add_get("/api/shared-with-me", gate.api)
     return app
 
 
-def run_gate(config: GateConfig, host: str, port: int) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def run_gate(config: GateConfig, host: str, port: int, log_format: str = "text") -> None:
+    from toolshare.logs import configure
+
+    configure(log_format)
     web.run_app(make_app(config), host=host, port=port, access_log=None, print=None)
