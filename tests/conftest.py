@@ -60,10 +60,9 @@ def namespace(cluster, request):
 @pytest.fixture(scope="session")
 def crds(cluster):
     """crds/ applied server-side (the one CRD source) and Established."""
-    from toolshare.controlplane.binaries import ensure_binaries
-    from toolshare.devenv import install_crds
+    from tests.support.install import install_crds
 
-    install_crds(ensure_binaries(), cluster.kubeconfig())
+    install_crds(cluster)
     return True
 
 
@@ -72,21 +71,9 @@ def operator(cluster, crds, tmp_path_factory):
     """The operator, one process for the session, watching the whole cluster, as in production:
     under its service account bound to exactly manifests/rbac (not as admin), serving its
     admission webhooks over TLS on 127.0.0.1."""
-    from toolshare.controlplane.binaries import ensure_binaries
-    from toolshare.controlplane.cluster import free_port
-    from tests.support import rbac
-    from tests.support.operator import OperatorProcess, wait_for_webhooks
+    from tests.support.install import start_operator
 
-    rbac.install(ensure_binaries(), cluster)
-    work = tmp_path_factory.mktemp("operator")
-    kubeconfig = rbac.service_account_kubeconfig(cluster, rbac.OPERATOR_NAMESPACE, rbac.OPERATOR_SA,
-                                                 work / "operator.kubeconfig")
-    port = free_port()
-    env = {"TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{port}", "TOOLSHARE_WEBHOOK_CERT_DIR": str(work / "webhook"),
-           **rbac.POLICY_ENV}
-    proc = OperatorProcess(kubeconfig, work / "operator.log", env=env)
-    proc.start()
-    wait_for_webhooks(cluster, port, proc)
+    proc = start_operator(cluster, tmp_path_factory.mktemp("operator"))
     yield proc
     proc.stop()
     print(f"operator log: {proc.log_path}")

@@ -27,7 +27,9 @@ class OperatorProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "toolshare.cli", "operator", "--kubeconfig", str(self.kubeconfig),
-             "--liveness", f"http://127.0.0.1:{self.port}/healthz", "--metrics-port", str(self.metrics_port)],
+             "--liveness", f"http://127.0.0.1:{self.port}/healthz", "--metrics-port", str(self.metrics_port)]
+            # kopf's debug log (every event, watch restarts) when a test needs explaining
+            + (["--verbose"] if os.environ.get("TOOLSHARE_TEST_OPERATOR_VERBOSE") == "1" else []),
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )
         log.close()

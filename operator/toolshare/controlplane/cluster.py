@@ -1,7 +1,7 @@
 """Start, stop and inspect a local control plane living in one directory.
 
 Layout of DIR: pki/ (CA, serving cert, SA keys, tokens.csv), etcd/ (data), logs/, state.json (what
-runs: pids and ports), kubeconfig (admin) and <user>.kubeconfig for the test identities.
+runs: pids, ports and each component's argv, so `restart` can start one again in place), kubeconfig (admin) and <user>.kubeconfig for the test identities.
 Every process is started in its own session so `down` can signal the whole process group.
 """
 
@@ -60,6 +60,7 @@ class State:
     ports: dict[str, int]
     binaries: str
     starts: dict[str, int | None] = field(default_factory=dict)
+    argv: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
@@ -71,12 +72,13 @@ class State:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(directory, data["pids"], data["ports"], data["binaries"], data.get("starts", {}))
+        return cls(directory, data["pids"], data["ports"], data["binaries"], data.get("starts", {}),
+                   data.get("argv", {}))
 
     def save(self) -> None:
         tmp = self.directory / "state.json.tmp"
         tmp.write_text(json.dumps({"pids": self.pids, "starts": self.starts, "ports": self.ports,
-                                   "binaries": self.binaries}))
+                                   "binaries": self.binaries, "argv": self.argv}))
         os.replace(tmp, self.directory / "state.json")
 
     def running(self) -> dict[str, bool]:
@@ -84,7 +86,7 @@ class State:
 
     def launch(self, name: str, argv: list[str]) -> None:
         pid = _start(name, argv, self.directory / "logs")
-        self.pids[name], self.starts[name] = pid, _start_time(pid)
+        self.pids[name], self.starts[name], self.argv[name] = pid, _start_time(pid), list(argv)
         self.save()
 
 
@@ -140,6 +142,15 @@ def _wait(what: str, check, timeout: float, state: State, logs: Path) -> None:
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; logs are in {logs}")
 
 
+def _ready_check(state: State, name: str, p: pkimod.ClusterPKI):
+    """A no-argument check that is true once component `name` answers its health URL."""
+    if name == "etcd":
+        return lambda: _get(f"http://127.0.0.1:{state.ports['etcd']}/health", None, None)[0] == 200
+    if name == "kube-apiserver":
+        return lambda: _get(f"{state.server}/readyz", p.ca_cert, p.tokens["admin"])[0] == 200
+    return lambda: _get(f"https://127.0.0.1:{state.ports['controller_manager']}/healthz", None, None)[0] == 200
+
+
 def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
     """Bring the control plane up in `directory` and return once /readyz answers ok."""
     directory = directory.resolve()
@@ -175,7 +186,7 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
         "--unsafe-no-fsync=true",  # a disposable test cluster: durability traded for speed
         "--log-level=warn",
     ])
-    _wait("etcd", lambda: _get(f"{etcd_url}/health", None, None)[0] == 200, READY_TIMEOUT, state, logs)
+    _wait("etcd", _ready_check(state, "etcd", p), READY_TIMEOUT, state, logs)
 
     state.launch("kube-apiserver", [
         str(binaries.path("kube-apiserver")),
@@ -194,9 +205,7 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
         "--endpoint-reconciler-type=none",  # no kubelet or Service network here
         "--profiling=false",
     ])
-    admin_token = p.tokens["admin"]
-    _wait("kube-apiserver /readyz", lambda: _get(f"{state.server}/readyz", p.ca_cert, admin_token)[0] == 200,
-          READY_TIMEOUT, state, logs)
+    _wait("kube-apiserver /readyz", _ready_check(state, "kube-apiserver", p), READY_TIMEOUT, state, logs)
 
     kcm_config = directory / "pki" / "controller-manager.kubeconfig"
     _write_kubeconfig(kcm_config, kubeconfig(state.server, p.ca_cert, pkimod.CONTROLLER_MANAGER.name,
@@ -215,8 +224,7 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
         "clusterrole-aggregation-controller",  # fills admin/edit/view from aggregate-to-* roles
         "--concurrent-gc-syncs=5",
     ])
-    kcm_health = f"https://127.0.0.1:{ports['controller_manager']}/healthz"
-    _wait("kube-controller-manager /healthz", lambda: _get(kcm_health, None, None)[0] == 200,
+    _wait("kube-controller-manager /healthz", _ready_check(state, "kube-controller-manager", p),
           READY_TIMEOUT, state, logs)
 
     for ident in pkimod.IDENTITIES:
@@ -228,6 +236,49 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
     return state
 
 
+def _stop(state: State, name: str, timeout: float) -> bool:
+    """SIGTERM the component's process group, SIGKILL after `timeout`; False if it was not running."""
+    pid, started = state.pids.get(name), state.starts.get(name)
+    if pid is None or not _alive(pid, started):
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while _alive(pid, started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid, started):
+        os.killpg(pid, signal.SIGKILL)
+        while _alive(pid, started):
+            time.sleep(0.05)
+    return True
+
+
+def restart(directory: Path, components=("kube-apiserver",), log=print, timeout: float = 15.0) -> State:
+    """Stop each named component and start it again with the argv it was launched with: same ports,
+    same certificates, same etcd data. One at a time, in start order (etcd before the API server),
+    each back and healthy before the next goes; the others keep running throughout."""
+    directory = directory.resolve()
+    state = State.load(directory)
+    if state is None:
+        raise ClusterError(f"no control plane recorded in {directory}")
+    unknown = set(components) - set(COMPONENTS)
+    if unknown:
+        raise ClusterError(f"unknown components {sorted(unknown)}; choose from {', '.join(COMPONENTS)}")
+    p = pkimod.ensure_pki(directory / "pki")
+    for name in (c for c in COMPONENTS if c in components):
+        argv = state.argv.get(name)
+        if not argv:
+            raise ClusterError(f"{name} has no recorded argv in {directory / 'state.json'}; run `down` and `up`")
+        started = time.monotonic()
+        _stop(state, name, timeout)
+        state.launch(name, argv)
+        _wait(f"{name} to come back", _ready_check(state, name, p), READY_TIMEOUT, state, directory / "logs")
+        log(f"restarted {name} in {time.monotonic() - started:.1f}s")
+    return state
+
+
 def down(directory: Path, log=print, timeout: float = 15.0) -> list[str]:
     """Stop every process the cluster in `directory` started; return the names stopped."""
     directory = directory.resolve()
@@ -235,25 +286,8 @@ def down(directory: Path, log=print, timeout: float = 15.0) -> list[str]:
     if state is None:
         log(f"no control plane recorded in {directory}")
         return []
-    stopped = []
     # Reverse start order: the controller manager and API server go before their etcd.
-    for name in reversed(COMPONENTS):
-        pid = state.pids.get(name)
-        started = state.starts.get(name)
-        if pid is None or not _alive(pid, started):
-            continue
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + timeout
-        while _alive(pid, started) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid, started):
-            os.killpg(pid, signal.SIGKILL)
-            while _alive(pid, started):
-                time.sleep(0.05)
-        stopped.append(name)
+    stopped = [name for name in reversed(COMPONENTS) if _stop(state, name, timeout)]
     (directory / "state.json").unlink(missing_ok=True)
     log(f"stopped {', '.join(stopped) or 'nothing (no process was running)'} in {directory}")
     return stopped

@@ -1,0 +1,40 @@
+"""Toolshare installed on a test cluster as in production: the CRDs from crds/, manifests/rbac, and
+the operator under its service account serving its admission webhooks over TLS on 127.0.0.1.
+
+The session fixtures in tests/conftest.py and the reliability suite's own control plane both use it,
+so every operator under test is set up the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support import rbac
+from tests.support.operator import OperatorProcess, wait_for_webhooks
+from toolshare.controlplane.binaries import ensure_binaries
+from toolshare.controlplane.cluster import free_port
+from toolshare.devenv import install_crds as _install_crds
+
+
+def install_crds(cluster) -> None:
+    """crds/ applied server-side (the one CRD source) and Established."""
+    _install_crds(ensure_binaries(), cluster.kubeconfig())
+
+
+def start_operator(cluster, work: Path, env: dict[str, str] | None = None) -> OperatorProcess:
+    """manifests/rbac applied, then `toolshare operator` running as its service account with the
+    tests' admission policy; returns once both webhook configurations point at it."""
+    rbac.install(ensure_binaries(), cluster)
+    kubeconfig = rbac.service_account_kubeconfig(cluster, rbac.OPERATOR_NAMESPACE, rbac.OPERATOR_SA,
+                                                 work / "operator.kubeconfig")
+    port = free_port()
+    proc = OperatorProcess(kubeconfig, work / "operator.log", env={
+        "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{port}", "TOOLSHARE_WEBHOOK_CERT_DIR": str(work / "webhook"),
+        **rbac.POLICY_ENV, **(env or {})})
+    proc.start()
+    wait_for_webhooks(cluster, port, proc)
+    return proc
+
+
+def webhook_port(proc: OperatorProcess) -> int:
+    return int(proc.env["TOOLSHARE_WEBHOOK_LISTEN"].rsplit(":", 1)[1])
