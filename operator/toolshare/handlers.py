@@ -210,7 +210,9 @@ def _schedule(key: tuple, when: float, callback) -> None:
     """Run `callback` at loop time `when`, replacing a later timer for the same key."""
     loop = asyncio.get_running_loop()
     existing = RT.timers.get(key)
-    if existing is not None and not existing.cancelled() and existing.when() <= when:
+    # A timer that has already fired stays in RT.timers; it must not count as pending, or every
+    # later retry or expiry for the same key would be dropped.
+    if existing is not None and not existing.cancelled() and loop.time() < existing.when() <= when:
         return
     if existing is not None:
         existing.cancel()
@@ -234,11 +236,16 @@ async def reconcile_run(namespace: str, name: str) -> None:
             metrics.RECONCILES.labels("ToolRun", "ok").inc()
         except RetryLater:
             metrics.RECONCILES.labels("ToolRun", "retry").inc()
-            delay = min(RT.backoff.get(key, 0.5) * 2, 60.0)
-            RT.backoff[key] = delay
-            _schedule(key, asyncio.get_running_loop().time() + delay, lambda: reconcile_run(namespace, name))
+            _retry(key, lambda: reconcile_run(namespace, name))
         finally:
             metrics.RECONCILE_SECONDS.labels("ToolRun").observe(time.perf_counter() - started)
+
+
+def _retry(key: tuple, callback) -> None:
+    """Call `callback` again after a doubling delay (1 s up to 60 s) until it succeeds."""
+    delay = min(RT.backoff.get(key, 0.5) * 2, 60.0)
+    RT.backoff[key] = delay
+    _schedule(key, asyncio.get_running_loop().time() + delay, callback)
 
 
 async def reconcile_share(namespace: str, name: str) -> None:
@@ -253,9 +260,18 @@ async def reconcile_share(namespace: str, name: str) -> None:
         if old is None:
             old = set((share.get("status") or {}).get("runs") or [])
         started = time.perf_counter()
-        state = await rec.reconcile_share(share, runs, utcnow())
+        key = ("share-status", namespace, name)
+        try:
+            state = await rec.reconcile_share(share, runs, utcnow())
+            RT.backoff.pop(key, None)
+            metrics.RECONCILES.labels("RunShare", "ok").inc()
+        except RetryLater as e:
+            # Only the share's status failed to land: its runs still follow the verdict now,
+            # and the status is written on a retry.
+            state = e.result
+            metrics.RECONCILES.labels("RunShare", "retry").inc()
+            _retry(key, lambda: reconcile_share(namespace, name))
         metrics.RECONCILE_SECONDS.labels("RunShare").observe(time.perf_counter() - started)
-        metrics.RECONCILES.labels("RunShare", "ok").inc()
         _count_active(namespace, name, state.reason == render.ACTIVE)
         new = set(state.runs)
         RT.share_runs[(namespace, name)] = new

@@ -16,6 +16,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import urllib3
+
 from . import render
 from .conditions import contains, set_condition
 from .kube import ApiError, Kube
@@ -117,7 +119,13 @@ class Reconciler:
         return self.locks.setdefault((namespace, name), asyncio.Lock())
 
     async def _write(self, fn, *args):
-        return await asyncio.to_thread(fn, *args)
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            # The API server is away (restarting, network): as transient as a 5xx, so it takes the
+            # same retry path. Escaping as-is, kopf would log and drop the event (on.event handlers
+            # are not retried) and the change would be lost until the next event for the run.
+            raise ApiError(0, f"API server unreachable: {e}") from e
 
     async def reconcile_run(self, run: Mapping, shares: list[Mapping], runs_by_name: Mapping[str, Mapping],
                             children: Mapping[tuple[str, str], Mapping], host_owner: Mapping | None,
@@ -188,7 +196,8 @@ class Reconciler:
                 self.written.remember(await self._write(
                     self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "ToolRun", ns, name, new_status))
             except ApiError as e:
-                if e.status != 404:
+                if e.status != 404:  # 404: the run is gone, nothing to retry
+                    failed = f"writing status: {e}"
                     log.warning("run %s/%s: status write failed: %s", ns, name, e)
         if failed:
             raise RetryLater(failed)
@@ -214,11 +223,17 @@ class Reconciler:
             except ApiError as e:
                 if e.status != 404:
                     log.warning("share %s/%s: status write failed: %s", ns, name, e)
+                    raise RetryLater(f"writing status: {e}", result=state) from e
         return state
 
 
 class RetryLater(Exception):
-    pass
+    """A write failed for a reason that may pass (API server away, 5xx): reconcile again later.
+    `result` is what the reconcile decided anyway (a share's verdict), for the caller to act on."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
 
 
 def host_claims(runs: Iterable[Mapping], settings: Settings) -> dict[str, Mapping]:

@@ -579,11 +579,15 @@ def render_network_policy(run: Mapping, settings: Settings) -> dict:
     if ssh_ports and settings.owner_access_labels:
         rules.append({"from": [{"podSelector": {"matchLabels": settings.owner_access_labels}}],
                       "ports": ssh_ports})
+    spec: dict[str, Any] = {"podSelector": {"matchLabels": labels_for(name)}, "policyTypes": ["Ingress"]}
+    if rules:
+        # No rules = deny all. Rendered without the key, as the API server stores it (it drops an
+        # empty list); an `"ingress": []` would never compare equal and be re-applied on every reconcile.
+        spec["ingress"] = rules
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": _metadata(run, name),
-        "spec": {"podSelector": {"matchLabels": labels_for(name)},
-                 "policyTypes": ["Ingress"], "ingress": rules},
+        "spec": spec,
     }
 
 

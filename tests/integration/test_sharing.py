@@ -131,6 +131,21 @@ def test_expiry_removes_principals_and_says_expired(ts):
     wait_for(lambda: any(r == "ShareExpired" for r, _ in ts.events("nb")), what="ShareExpired event")
 
 
+def test_a_renewed_share_expires_again(ts):
+    """The expiry timer of a share is armed again after it has fired once (a fired timer used to
+    block every later one for the same share, so a renewed share never expired)."""
+    def in_(seconds):
+        return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    ts.create(toolrun("nb"))
+    ts.create(runshare("brief", run="nb", users=["bob"], expires_at=in_(3)))
+    wait_for(lambda: allowed(ts, "nb") == ("bob", ""), what="bob shared")
+    wait_for(lambda: allowed(ts, "nb") == ("", ""), timeout=20, what="bob removed at the first expiry")
+    ts.patch("runshares", "brief", {"spec": {"expiresAt": in_(5)}})
+    wait_for(lambda: allowed(ts, "nb") == ("bob", ""), what="bob shared again once renewed")
+    wait_for(lambda: allowed(ts, "nb") == ("", ""), timeout=20, what="bob removed at the second expiry")
+
+
 def test_unshare_removes_principals_and_records_it(ts):
     ts.create(toolrun("nb"))
     ts.create(runshare("to-bob", run="nb", users=["bob"]))

@@ -71,3 +71,15 @@ def test_idle_restart_and_share_change_write_budget(ts, cluster, operator):
     assert change.pop(("APPLY", "ingresses", ""), 0) == 1
     assert change.pop(("PATCH", "runshares", ""), 0) == 1  # the test's own spec change
     assert change == {("PATCH", "toolruns", "status"): 1}, change
+
+
+def test_a_run_exposing_nothing_is_not_rewritten(ts, cluster):
+    """An SSH-only run's NetworkPolicy has no rule; the API server stores that without an `ingress`
+    list, and a reconcile must see it as unchanged (it used to re-apply it every time)."""
+    ts.create(toolrun("ssh-only", endpoints=[{"name": "ssh", "port": 22, "protocol": "ssh"}]))
+    wait_for(lambda: (ts.condition("toolruns", "ssh-only") or {}).get("status") == "True", what="run Ready")
+    before = settled(cluster)
+    ts.patch("toolruns", "ssh-only", {"metadata": {"labels": {"touched": "yes"}}})  # an event, nothing to render
+    change = delta(settled(cluster), before)
+    assert change.pop(("PATCH", "toolruns", ""), 0) == 1  # the test's own
+    assert change == {}, f"re-reconciling an unchanged SSH-only run wrote {change}"
