@@ -455,17 +455,27 @@ def test_users_need_rbac_too(cluster, namespace, operator):
     assert status == 403
 
 
-def test_webhook_down_refuses_creates(users, cluster, operator):
+def test_webhook_down_refuses_creates(users, cluster, namespace, operator):
+    """While the operator (and so its webhooks) is down, every create is refused with a clear error
+    and nothing half-applied is left behind; once it is back, the very same creates succeed."""
+    from tests.support.expected import converged
+    from tests.support.install import webhook_port
     from tests.support.operator import wait_for_webhooks
 
+    objects = [("toolruns", toolrun("nb")), ("runshares", runshare("s", run="nb", users=["bob"])),
+               ("imageshares", imageshare("i", image_for(namespace, "down"), users=["bob"]))]
     operator.stop()
     try:
-        for obj in (toolrun("nb"), runshare("s", run="nb", users=["bob"]),
-                    imageshare("i", "registry.example.org/down/nb", users=["bob"])):
+        for plural, obj in objects:
             status, message = refusal(users["admin"].create, obj)
-            assert status >= 500 or "failed calling webhook" in message, message
-            assert "failed calling webhook" in message
+            assert status >= 500 and "failed calling webhook" in message, message
+            assert f'"{obj["kind"].lower()}-' in message, message  # names the webhook, so the kind
+            assert users["admin"].get(plural, obj["metadata"]["name"]) is None, f"{plural} stored anyway"
+        assert not users["admin"].ingresses("nb")
     finally:
         operator.start()
-    wait_for_webhooks(cluster, int(operator.env["TOOLSHARE_WEBHOOK_LISTEN"].rsplit(":", 1)[1]), operator)
-    assert wait_for(lambda: _try_create(users["alice"], unowned(toolrun("after"))), timeout=30, what="admitted again")
+    wait_for_webhooks(cluster, webhook_port(operator), operator)
+    for plural, obj in objects:
+        wait_for(lambda: _try_create(users["admin"], obj), timeout=30, what=f"{plural} admitted again")
+    assert users["admin"].get("runshares", "s")["metadata"]["annotations"]["toolshare.dev/shared-by"] == "admin"
+    converged(cluster.client(), namespace, timeout=30)
