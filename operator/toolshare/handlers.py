@@ -1,7 +1,8 @@
 """kopf handlers: thin glue between watch events and the reconciler.
 
-Everything the decisions need is kept in kopf indexes (pre-populated before any handler runs, so
-a restart sees the whole cluster before it decides anything). Handlers are `on.event`, not
+Everything the decisions need is kept in cache.py's views, filled by a LIST at start-up before any
+handler runs (so a restart sees the whole cluster before it decides anything) and kept current
+from the watch events below. Handlers are `on.event`, not
 `on.create/update`: kopf then keeps no progress or diff-base annotations, so an idle or restarted
 operator writes nothing at all; the reconciler compares desired with actual itself.
 """
@@ -19,6 +20,7 @@ import kopf
 from . import metrics, render
 from .kube import Kube
 from .policy import Policy
+from .cache import CACHE, Source, list_all
 from .reconcile import Reconciler, RetryLater, host_claims, strip
 from .settings import Settings
 
@@ -31,7 +33,7 @@ class Runtime:
     """The operator's process-wide state: the reconciler, the indexes, scheduled re-reconciles."""
 
     reconciler: Reconciler | None = None
-    indexes: dict = {}
+    indexes: dict = CACHE.views  # view name -> View (the same query shape kopf indexes had)
     timers: dict[tuple, asyncio.TimerHandle] = {}
     backoff: dict[tuple, float] = {}
     # Runs each share applied to at its last reconcile: the "before" for Shared/Unshared events,
@@ -54,11 +56,15 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="toolshare.dev")
     settings.persistence.finalizer = "toolshare.dev/finalizer"
     settings.posting.level = logging.WARNING  # kopf's own warnings and errors become Events
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    # Short watch cycles: a connection left half-open by a restarted API server is noticed within
+    # a minute and resumed from the last resourceVersion (no re-list).
+    settings.watching.server_timeout = 50
+    settings.watching.client_timeout = 60
+    settings.watching.connect_timeout = 10
     config = Settings.from_env()
     RT.reconciler = Reconciler(Kube.from_environment(config.field_manager), config, Policy.from_env())
     log.info("toolshare operator configured: %s", config)
+    prefill(RT.reconciler.kube)
 
 
 # --- indexes: the cluster as the decisions need it ----------------------------------------
@@ -66,51 +72,44 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
 # Each index answers one question in O(1) per event, so nothing scans a namespace's runs or
 # shares on every event (10,000 runs at restart would otherwise be quadratic).
 
-_STRIPPED: dict[str, tuple[str, dict]] = {}
+TOOLRUNS = Source(f"/apis/{GROUP}/{VERSION}/toolruns")
+RUNSHARES = Source(f"/apis/{GROUP}/{VERSION}/runshares")
+_CHILDREN = f"{render.LABEL_MANAGED_BY}={render.MANAGED_BY},{render.LABEL_RUN}"
 
 
-def _stripped(body) -> dict:
-    """One stripped copy per object version, shared by every index that holds the object."""
-    uid, rv = body["metadata"]["uid"], body["metadata"].get("resourceVersion", "")
-    cached = _STRIPPED.get(uid)
-    if cached is None or cached[0] != rv:
-        cached = _STRIPPED[uid] = (rv, strip(body))
-    return cached[1]
-
-
-@kopf.index(GROUP, VERSION, "toolruns")
+@CACHE.index("toolruns", TOOLRUNS)
 def toolruns_by_ns(namespace, body, **_):
-    return {namespace: _stripped(body)}
+    return {namespace: CACHE.stripped(body)}
 
 
-@kopf.index(GROUP, VERSION, "toolruns")
+@CACHE.index("toolruns", TOOLRUNS)
 def toolruns_by_key(namespace, name, body, **_):
-    return {(namespace, name): _stripped(body)}
+    return {(namespace, name): CACHE.stripped(body)}
 
 
-@kopf.index(GROUP, VERSION, "toolruns")
+@CACHE.index("toolruns", TOOLRUNS)
 def toolruns_by_host(body, **_):
     if RT.reconciler is None or render.validate_run(body):
         return None
-    return {render.host_for(body, RT.reconciler.settings): _stripped(body)}
+    return {render.host_for(body, RT.reconciler.settings): CACHE.stripped(body)}
 
 
-@kopf.index(GROUP, VERSION, "runshares")
+@CACHE.index("runshares", RUNSHARES)
 def runshares_by_key(namespace, name, body, **_):
-    return {(namespace, name): _stripped(body)}
+    return {(namespace, name): CACHE.stripped(body)}
 
 
-@kopf.index(GROUP, VERSION, "runshares")
+@CACHE.index("runshares", RUNSHARES)
 def runshares_by_run(namespace, spec, body, **_):
     """Shares naming one run (runRef)."""
     ref = (spec.get("runRef") or {}).get("name")
-    return {(namespace, ref): _stripped(body)} if ref and not spec.get("runSelector") else None
+    return {(namespace, ref): CACHE.stripped(body)} if ref and not spec.get("runSelector") else None
 
 
-@kopf.index(GROUP, VERSION, "runshares")
+@CACHE.index("runshares", RUNSHARES)
 def runshares_with_selector(namespace, spec, body, **_):
     """Shares selecting runs by label: the only ones that need the namespace's runs."""
-    return {namespace: _stripped(body)} if spec.get("runSelector") is not None else None
+    return {namespace: CACHE.stripped(body)} if spec.get("runSelector") is not None else None
 
 
 def _child(namespace, labels, body):
@@ -123,37 +122,37 @@ def _child(namespace, labels, body):
     return {(namespace, labels[render.LABEL_RUN]): obj}
 
 
-def _owned(labels, **_):
-    return render.LABEL_RUN in labels
+# (api version, kind, plural, list path) of each child kind; only labelled children are listed.
+CHILD_KINDS = (("v1", "Pod", "pods", "/api/v1/pods"), ("v1", "Service", "services", "/api/v1/services"),
+               ("networking.k8s.io/v1", "Ingress", "ingresses", "/apis/networking.k8s.io/v1/ingresses"),
+               ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies",
+                "/apis/networking.k8s.io/v1/networkpolicies"))
 
 
-@kopf.index("v1", "pods", labels=MANAGED, when=_owned)
-def child_pods(namespace, labels, body, **_):
-    return _child(namespace, labels, body)
+def _child_index(plural: str, path: str):
+    def index(namespace, labels, body, **_):
+        return _child(namespace, labels, body) if render.LABEL_RUN in labels else None
+
+    index.__name__ = f"child_{plural}"
+    return CACHE.index(plural, Source(path, _CHILDREN))(index)
 
 
-@kopf.index("v1", "services", labels=MANAGED, when=_owned)
-def child_services(namespace, labels, body, **_):
-    return _child(namespace, labels, body)
+for _api_version, _kind, _plural, _path in CHILD_KINDS:
+    _child_index(_plural, _path)
 
 
-@kopf.index("networking.k8s.io", "v1", "ingresses", labels=MANAGED, when=_owned)
-def child_ingresses(namespace, labels, body, **_):
-    return _child(namespace, labels, body)
-
-
-@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED, when=_owned)
-def child_networkpolicies(namespace, labels, body, **_):
-    return _child(namespace, labels, body)
-
-
-INDEXES = ("toolruns_by_ns", "toolruns_by_key", "toolruns_by_host", "runshares_by_key", "runshares_by_run",
-           "runshares_with_selector", "child_pods", "child_services", "child_ingresses", "child_networkpolicies")
-
-
-def _remember(kwargs: Mapping) -> None:
-    for name in INDEXES:
-        RT.indexes[name] = kwargs[name]
+def prefill(kube: Kube) -> None:
+    """LIST every watched kind into the cache, before kopf starts any watch or handler."""
+    started = time.monotonic()
+    kinds = [("toolruns", f"{GROUP}/{VERSION}", "ToolRun"), ("runshares", f"{GROUP}/{VERSION}", "RunShare")]
+    kinds += [(plural, api_version, kind) for api_version, kind, plural, _ in CHILD_KINDS]
+    kinds += [(k, f"{GROUP}/{VERSION}", "ImageShare") for k in CACHE.sources if k == "imageshares"]
+    counts = {}
+    for plural, api_version, kind in kinds:
+        items = list_all(kube, CACHE.sources[plural], api_version, kind)
+        CACHE.fill(plural, items)
+        counts[plural] = len(items)
+    log.info("cache filled in %.1fs: %s", time.monotonic() - started, counts)
 
 
 def _one(index: str, key) -> Mapping | None:
@@ -307,15 +306,16 @@ def _announce(namespace, runs, share, old: set[str], new: set[str], reason: str)
 
 
 @kopf.on.event(GROUP, VERSION, "toolruns")
-async def on_toolrun(event, namespace, name, body, **kwargs):
-    _remember(kwargs)
+async def on_toolrun(event, namespace, name, body, **_):
     if event["type"] == "DELETED":
-        _STRIPPED.pop(body["metadata"].get("uid"), None)
+        CACHE.drop("toolruns", body)
         for share in _shares_for(namespace, name):
             if name in _listed_runs(share):
                 await reconcile_share(namespace, share["metadata"]["name"])
         await _reconcile_host_peers(body)
         return
+    if not CACHE.put("toolruns", body):
+        return  # older than what the cache holds
     await reconcile_run(namespace, name)
     # A new or relabelled run may change which shares apply (RunNotFound -> Active, selectors);
     # a share whose verdict on this run is unchanged needs nothing.
@@ -340,13 +340,12 @@ async def _reconcile_host_peers(run: Mapping) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "runshares")
-async def on_runshare(event, namespace, name, body, **kwargs):
-    _remember(kwargs)
+async def on_runshare(event, namespace, name, body, **_):
     if event["type"] == "DELETED":
         old = RT.share_runs.pop((namespace, name), None)
         if old is None:
             old = set((body.get("status") or {}).get("runs") or [])
-        _STRIPPED.pop(body["metadata"].get("uid"), None)
+        CACHE.drop("runshares", body)
         _count_active(namespace, name, False)
         runs = _share_runs(namespace, body)
         _announce(namespace, runs, body, old, set(), "Deleted")
@@ -356,22 +355,28 @@ async def on_runshare(event, namespace, name, body, **kwargs):
         for run_name in sorted(old | {n for n, r in runs.items() if render.share_applies_to(body, r)}):
             await reconcile_run(namespace, run_name)
         return
-    await reconcile_share(namespace, name)
+    if CACHE.put("runshares", body):
+        await reconcile_share(namespace, name)
 
 
-async def _on_child(event, namespace, labels, **kwargs):
-    _remember(kwargs)
-    # A child changed by someone else (deleted, edited) or a Pod's phase can make a run disagree
-    # with its children. The initial listing (type None) needs nothing: each run's own initial
-    # event reconciles it against fully populated indexes.
-    if event["type"] in ("DELETED", "MODIFIED"):
-        run = labels.get(render.LABEL_RUN)
-        if run and _one("toolruns_by_key", (namespace, run)) is not None:
-            await reconcile_run(namespace, run)
+def _child_handler(plural: str):
+    async def on_child(event, namespace, labels, body, **_):
+        if render.LABEL_RUN not in labels:
+            return
+        if event["type"] == "DELETED":
+            CACHE.drop(plural, body)
+        elif not CACHE.put(plural, body):
+            return
+        # A child changed by someone else (deleted, edited) or a Pod's phase can make a run disagree
+        # with its children. The initial listing (type None) needs nothing: each run's own initial
+        # event reconciles it against the cache filled at start-up.
+        if event["type"] in ("DELETED", "MODIFIED"):
+            run = labels[render.LABEL_RUN]
+            if _one("toolruns_by_key", (namespace, run)) is not None:
+                await reconcile_run(namespace, run)
+
+    return on_child
 
 
-for _group_version, _plural in (("v1", "pods"), ("v1", "services"),
-                                ("networking.k8s.io/v1", "ingresses"),
-                                ("networking.k8s.io/v1", "networkpolicies")):
-    kopf.on.event(*_group_version.split("/"), _plural, labels=MANAGED, when=_owned,
-                  id=f"child-{_plural}")(_on_child)
+for _api_version, _kind, _plural, _path in CHILD_KINDS:
+    kopf.on.event(*_api_version.split("/"), _plural, labels=MANAGED, id=f"child-{_plural}")(_child_handler(_plural))

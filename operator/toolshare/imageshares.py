@@ -17,20 +17,20 @@ import kopf
 from . import images
 from .conditions import contains, set_condition
 from .kube import ApiError
-from .reconcile import strip
+from .cache import CACHE, Source
 
 log = logging.getLogger("toolshare.imageshares")
 GROUP, VERSION = "toolshare.dev", "v1alpha1"
 ALL = "all"
 
 
-@kopf.index(GROUP, VERSION, "imageshares")
+@CACHE.index("imageshares", Source(f"/apis/{GROUP}/{VERSION}/imageshares"))
 def imageshares_all(body, **_):
-    return {ALL: strip(body)}
+    return {ALL: CACHE.stripped(body)}
 
 
-def all_shares(index) -> list[Mapping]:
-    return list(index.get(ALL, []))
+def all_shares(index=None) -> list[Mapping]:
+    return list((index if index is not None else CACHE.view("imageshares_all")).get(ALL, []))
 
 
 def _repository(share: Mapping) -> str | None:
@@ -51,10 +51,14 @@ def desired_status(share: Mapping, shares: list[Mapping], now: dt.datetime) -> d
 
 
 @kopf.on.event(GROUP, VERSION, "imageshares")
-async def on_imageshare(event, body, imageshares_all, **_):
+async def on_imageshare(event, body, **_):
     from .handlers import RT, utcnow  # the operator's one Kube client
 
-    shares = all_shares(imageshares_all)
+    if event["type"] == "DELETED":
+        CACHE.drop("imageshares", body)
+    elif not CACHE.put("imageshares", body):
+        return
+    shares = all_shares()
     repository = _repository(body)
     for share in shares:
         if _repository(share) != repository:

@@ -1,6 +1,6 @@
 """Reconcile one ToolRun, and the RunShares of a namespace, from what the indexes hold.
 
-The handlers keep the cluster's state in kopf indexes (no list calls on events); this module turns
+The handlers keep the cluster's state in cache.py's views (no list calls on events); this module turns
 that state into writes: render the desired children with the pure renderer, compare them with
 the actual children, and write only the difference. An unchanged run costs zero requests.
 """
@@ -8,6 +8,8 @@ the actual children, and write only the difference. An unchanged run costs zero 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import copy
 import datetime as dt
 import hashlib
@@ -27,6 +29,7 @@ from .settings import Settings
 log = logging.getLogger("toolshare.reconcile")
 
 ANN_HASH = "toolshare.dev/render-hash"
+WRITERS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="toolshare-write")
 CHILD_KINDS = ("Pod", "Service", "Ingress", "NetworkPolicy")
 
 
@@ -120,7 +123,9 @@ class Reconciler:
 
     async def _write(self, fn, *args):
         try:
-            return await asyncio.to_thread(fn, *args)
+            # Our own pool: kopf runs sync handlers in the loop's default executor, and admission
+            # requests must not queue behind a burst of child writes (or the reverse).
+            return await asyncio.get_running_loop().run_in_executor(WRITERS, functools.partial(fn, *args))
         except (urllib3.exceptions.HTTPError, OSError) as e:
             # The API server is away (restarting, network): as transient as a 5xx, so it takes the
             # same retry path. Escaping as-is, kopf would log and drop the event (on.event handlers

@@ -36,6 +36,7 @@ import kopf
 from cryptography import x509
 
 from . import admission, sharing
+from .cache import CACHE
 from .admission import Requester
 from .controlplane import pki
 from .directory import Directory, DirectoryError, parse
@@ -251,31 +252,31 @@ def _set_owner(kind: str, operation, body, old, userinfo, patch) -> None:
 
 
 @kopf.on.mutate(GROUP, VERSION, "toolruns", id="toolrun-owner", operations=OPERATIONS, persistent=True)
-def mutate_toolrun(operation, body, old, userinfo, patch, **_):
+async def mutate_toolrun(operation, body, old, userinfo, patch, **_):
     _set_owner("ToolRun", operation, body, old, userinfo, patch)
 
 
 @kopf.on.mutate(GROUP, VERSION, "imageshares", id="imageshare-owner", operations=OPERATIONS, persistent=True)
-def mutate_imageshare(operation, body, old, userinfo, patch, **_):
+async def mutate_imageshare(operation, body, old, userinfo, patch, **_):
     _set_owner("ImageShare", operation, body, old, userinfo, patch)
 
 
 @kopf.on.validate(GROUP, VERSION, "toolruns", id="toolrun-admission", operations=OPERATIONS, persistent=True)
-async def validate_toolrun(operation, body, old, userinfo, imageshares_all, **_):
+async def validate_toolrun(operation, body, old, userinfo, **_):
     _refuse(admission.toolrun_problem(operation, body, old, Requester.from_userinfo(userinfo), ST.policy,
-                                      all_shares(imageshares_all), await directory()))
+                                      all_shares(), await directory()))
 
 
 @kopf.on.validate(GROUP, VERSION, "imageshares", id="imageshare-admission", operations=OPERATIONS, persistent=True)
-async def validate_imageshare(operation, body, old, userinfo, imageshares_all, **_):
+async def validate_imageshare(operation, body, old, userinfo, **_):
     _refuse(admission.imageshare_problem(operation, body, old, Requester.from_userinfo(userinfo), ST.policy,
-                                         all_shares(imageshares_all), await directory()))
+                                         all_shares(), await directory()))
 
 
 # --- RunShare: the sharer ----------------------------------------------------------------
 
 @kopf.on.mutate(GROUP, VERSION, "runshares", id="runshare-sharer", operations=OPERATIONS, persistent=True)
-def mutate_runshare(userinfo, patch, **_):
+async def mutate_runshare(userinfo, patch, **_):
     req = Requester.from_userinfo(userinfo)
     _refuse(admission.requester_problem(req, "RunShare"))
     for key, value in sharing.sharer_annotations(req.username, req.groups, ST.policy).items():
@@ -283,7 +284,7 @@ def mutate_runshare(userinfo, patch, **_):
 
 
 @kopf.on.validate(GROUP, VERSION, "runshares", id="runshare-admission", operations=OPERATIONS, persistent=True)
-async def validate_runshare(body, namespace, userinfo, toolruns_by_ns, imageshares_all, **_):
+async def validate_runshare(body, namespace, userinfo, **_):
     _refuse(admission.runshare_problem(body, Requester.from_userinfo(userinfo), ST.policy,
-                                       _runs(toolruns_by_ns, namespace), all_shares(imageshares_all),
+                                       _runs(CACHE.view("toolruns_by_ns"), namespace), all_shares(),
                                        await directory()))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import time
+
 import kubernetes
 import yaml
 
@@ -58,6 +60,18 @@ def bind_edit(cluster, namespace: str, users=(), service_accounts=()) -> None:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
         "subjects": subjects,
     })
+    # The authorizer learns of new bindings (and of rules aggregated into `edit`) through its
+    # informers, a moment later: wait until it says yes, or the first create may get a 403.
+    authz = kubernetes.client.AuthorizationV1Api(cluster.client())
+    names = list(users) + [f"system:serviceaccount:{ns}:{n}" for ns, n in service_accounts]
+    for user in names:
+        review = {"spec": {"user": user, "resourceAttributes": {
+            "namespace": namespace, "verb": "create", "group": "toolshare.dev", "resource": "toolruns"}}}
+        deadline = time.monotonic() + 30
+        while not authz.create_subject_access_review(review).status.allowed:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{user} still may not create toolruns in {namespace} after 30 s")
+            time.sleep(0.1)
 
 
 
