@@ -314,14 +314,25 @@ async def on_toolrun(event, namespace, name, body, **_):
                 await reconcile_share(namespace, share["metadata"]["name"])
         await _reconcile_host_peers(body)
         return
+    before = _one("toolruns_by_key", (namespace, name))
     if not CACHE.put("toolruns", body):
         return  # older than what the cache holds
+    if event["type"] == "MODIFIED" and before is not None and not _spec_changed(before, body):
+        return  # a status or annotation change, most often the echo of our own status write
     await reconcile_run(namespace, name)
     # A new or relabelled run may change which shares apply (RunNotFound -> Active, selectors);
     # a share whose verdict on this run is unchanged needs nothing.
     for share in _shares_for(namespace, name):
         if (name in _listed_runs(share)) != render.share_applies_to(share, body):
             await reconcile_share(namespace, share["metadata"]["name"])
+
+
+def _spec_changed(before: Mapping, after: Mapping) -> bool:
+    """Whether a ToolRun event can change what is rendered: its spec (generation), labels
+    (selectors) or deletion; status and annotations cannot."""
+    b, a = before["metadata"], after["metadata"]
+    return (b.get("generation") != a.get("generation") or (b.get("labels") or {}) != (a.get("labels") or {})
+            or b.get("deletionTimestamp") != a.get("deletionTimestamp"))
 
 
 def _listed_runs(share: Mapping) -> set[str]:
@@ -359,6 +370,13 @@ async def on_runshare(event, namespace, name, body, **_):
         await reconcile_share(namespace, name)
 
 
+def _own_echo(body: Mapping) -> bool:
+    """The watch event of a write the reconciler just made (same resourceVersion): nothing to do."""
+    meta = body["metadata"]
+    mine = RT.reconciler.written.objects.get((body.get("kind"), meta.get("namespace"), meta["name"], ""))
+    return mine is not None and mine["metadata"].get("resourceVersion") == meta.get("resourceVersion")
+
+
 def _child_handler(plural: str):
     async def on_child(event, namespace, labels, body, **_):
         if render.LABEL_RUN not in labels:
@@ -370,6 +388,8 @@ def _child_handler(plural: str):
         # A child changed by someone else (deleted, edited) or a Pod's phase can make a run disagree
         # with its children. The initial listing (type None) needs nothing: each run's own initial
         # event reconciles it against the cache filled at start-up.
+        if event["type"] == "MODIFIED" and _own_echo(body):
+            return
         if event["type"] in ("DELETED", "MODIFIED"):
             run = labels[render.LABEL_RUN]
             if _one("toolruns_by_key", (namespace, run)) is not None:

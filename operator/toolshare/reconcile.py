@@ -188,7 +188,9 @@ class Reconciler:
             else:
                 conditions = set_condition(status.get("conditions"), "Ready", True, "Reconciled",
                                            "children are in line with the run and its active shares", generation, now)
-        pod = children.get(("Pod", render.service_name(name))) if not problems else None
+        pod_name = render.service_name(name)
+        # Our own apply's answer may be newer than the cache (its phase included).
+        pod = self.written.newest(children.get(("Pod", pod_name)), ("Pod", ns, pod_name, "")) if not problems else None
         new_status = {
             **(render.run_status(run, shares, self.settings, now, runs_by_name, self.policy) if not problems else
                {"urls": [], "sharedWith": {"users": [], "groups": [], "summary": ""}}),
