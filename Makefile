@@ -37,7 +37,7 @@ deps:
 	fi
 
 ## run: local control plane + CRDs + the operator in the foreground
-run: binaries
+run: binaries deps
 	$(BIN)/toolshare dev --dir $(CLUSTER_DIR)
 
 ## test: every test, unit and integration, on a real local API server
