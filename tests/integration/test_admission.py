@@ -460,7 +460,7 @@ def test_webhook_down_refuses_creates(users, cluster, namespace, operator):
     and nothing half-applied is left behind; once it is back, the very same creates succeed."""
     from tests.support.expected import converged
     from tests.support.install import webhook_port
-    from tests.support.operator import wait_for_webhooks
+    from tests.support.operator_process import wait_for_webhooks
 
     objects = [("toolruns", toolrun("nb")), ("runshares", runshare("s", run="nb", users=["bob"])),
                ("imageshares", imageshare("i", image_for(namespace, "down"), users=["bob"]))]

@@ -28,7 +28,7 @@ from tests.support.burst import ShareBurst, retrying
 from tests.support.expected import converged
 from tests.support.install import install_crds, start_operator
 from tests.support.objects import Toolshare, runshare, toolrun
-from tests.support.operator import OperatorProcess
+from tests.support.operator_process import OperatorProcess
 from tests.support.wait import wait_for
 from toolshare import devservices
 from toolshare.controlplane import cluster as controlplane

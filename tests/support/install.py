@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support import rbac
-from tests.support.operator import OperatorProcess, wait_for_webhooks
+from tests.support.operator_process import OperatorProcess, wait_for_webhooks
 from toolshare.controlplane.binaries import ensure_binaries
 from toolshare.controlplane.cluster import free_port
 from toolshare.devenv import install_crds as _install_crds
