@@ -20,8 +20,8 @@ import kopf
 from . import metrics, render
 from .kube import Kube
 from .policy import Policy
-from .cache import CACHE, Source, list_all
-from .reconcile import Reconciler, RetryLater, host_claims, strip
+from .cache import CACHE, Source, list_all, strip
+from .reconcile import Reconciler, RetryLater, host_claims
 from .settings import Settings
 
 log = logging.getLogger("toolshare.handlers")

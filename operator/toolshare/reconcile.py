@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import urllib3
 
 from . import render
+from .cache import strip
 from .conditions import contains, set_condition
 from .kube import ApiError, Kube
 from .policy import Policy
@@ -65,13 +66,6 @@ def needs_write(desired: Mapping, actual: Mapping | None) -> bool:
     if desired["kind"] == "Pod":  # immutable spec, server-filled defaults: the hash decides
         return False
     return not contains(actual, {k: v for k, v in desired.items() if k != "status"})
-
-
-def strip(obj: Mapping) -> dict:
-    """What the index keeps of an object: no managedFields, no kopf-internal views."""
-    obj = copy.deepcopy(dict(obj))
-    obj.get("metadata", {}).pop("managedFields", None)
-    return obj
 
 
 @dataclass

@@ -16,22 +16,11 @@ import pytest
 import yaml
 
 from tests.support import rbac
-from tests.support.objects import GROUP, VERSION, Toolshare, runshare, toolrun
+from tests.support.objects import GROUP, VERSION, Toolshare, imageshare, runshare, toolrun
 from tests.support.wait import wait_for
 
 CORPUS = [e["value"] * e.get("repeat", 1)
           for e in yaml.safe_load((Path(__file__).parents[1] / "data" / "hostile_principals.yaml").read_text())]
-
-
-def imageshare(name: str, image: str, users=(), groups=(), owner: str | None = None) -> dict:
-    spec: dict = {"image": image}
-    if users:
-        spec["users"] = list(users)
-    if groups:
-        spec["groups"] = list(groups)
-    if owner is not None:
-        spec["owner"] = owner
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageShare", "metadata": {"name": name}, "spec": spec}
 
 
 def unowned(run: dict, image: str | None = None) -> dict:

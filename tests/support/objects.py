@@ -29,15 +29,27 @@ def runshare(name: str, run: str | None = None, selector: dict | None = None, us
         spec["runRef"] = {"name": run}
     if selector is not None:
         spec["runSelector"] = selector
-    if users:
-        spec["users"] = list(users)
-    if groups:
-        spec["groups"] = list(groups)
+    _principals(spec, users, groups)
     if endpoints is not None:
         spec["endpoints"] = endpoints
     if expires_at:
         spec["expiresAt"] = expires_at
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RunShare", "metadata": {"name": name}, "spec": spec}
+
+
+def imageshare(name: str, image: str, users=(), groups=(), owner: str | None = None) -> dict:
+    spec: dict = {"image": image}
+    _principals(spec, users, groups)
+    if owner is not None:
+        spec["owner"] = owner
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageShare", "metadata": {"name": name}, "spec": spec}
+
+
+def _principals(spec: dict, users, groups) -> None:
+    if users:
+        spec["users"] = list(users)
+    if groups:
+        spec["groups"] = list(groups)
 
 
 class Toolshare:
