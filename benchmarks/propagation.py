@@ -59,6 +59,41 @@ async def writes(k: KClient) -> dict:
     return out
 
 
+_WEBHOOK = re.compile(r'^apiserver_admission_webhook_admission_duration_seconds_(sum|count)\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+
+
+async def webhook_seconds(k: KClient) -> dict:
+    """(sum, count) of the API server's admission webhook call durations, per webhook name."""
+    out: dict = {}
+    for line in (await k.text("/metrics")).splitlines():
+        m = _WEBHOOK.match(line)
+        if m:
+            name = dict(_LABEL.findall(m.group("labels"))).get("name", "?")
+            total, count = out.get(name, (0.0, 0))
+            out[name] = (total + float(m.group("value")), count) if m.group(1) == "sum" else (total, count + int(float(m.group("value"))))
+    return out
+
+
+def webhook_means(after: dict, before: dict) -> dict:
+    """Mean milliseconds per webhook call between two webhook_seconds() readings."""
+    out = {}
+    for name, (total, count) in after.items():
+        t0, c0 = before.get(name, (0.0, 0))
+        if count > c0:
+            out[name] = round((total - t0) / (count - c0) * 1000, 1)
+    return out
+
+
+def cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def control_plane_cpu(state) -> dict:
+    """CPU seconds so far of etcd and kube-apiserver (they share the 2 cores with the operator)."""
+    return {name: cpu_of(pid) for name, pid in state.pids.items() if name in ("etcd", "kube-apiserver")}
+
+
 def diff(after: dict, before: dict) -> dict:
     return {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
 
@@ -77,8 +112,7 @@ class Proc:
         return float("nan")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_of(self.p.pid)
 
     def stop(self) -> None:
         if self.p.poll() is None:
@@ -205,6 +239,23 @@ async def reconciles(port: int) -> float:
     return await asyncio.to_thread(get)
 
 
+def profiler(proc: Proc, directory: str | None, name: str) -> subprocess.Popen | None:
+    """py-spy sampling `proc` into DIR/NAME.txt (collapsed stacks: `sort -t' ' -k2 -n` reads them)."""
+    if not directory:
+        return None
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(proc.p.pid), "--format", "raw", "--rate", "50",
+                             "--nonblocking", "-o", str(Path(directory) / f"{name}.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(spy: subprocess.Popen | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
 def operator_argv(metrics_port: int) -> list[str]:
     return [sys.executable, "-m", "toolshare.cli", "operator", "--metrics-port", str(metrics_port)]
 
@@ -250,16 +301,22 @@ async def bench(args) -> dict:
             result["initial_sync_seconds"] = round(await wait_ingresses(k, args.runs, args.timeout), 1)
             say(f"initial sync {result['initial_sync_seconds']}s")
             before = await settle(k)
-            cpu0 = op.cpu_seconds()
+            cpu0, cp0, hooks0 = op.cpu_seconds(), control_plane_cpu(state), await webhook_seconds(k)
             say("propagation phase (operator)")
+            spy = profiler(op, args.profile, "operator")
             prop = await propagate(k, args.runs, args.rate, args.duration, "u")
+            stop_profiler(spy)
+            cp = diff(control_plane_cpu(state), cp0)
+            hooks = webhook_means(await webhook_seconds(k), hooks0)
             after = await settle(k)
             w = diff(after, before)
             own = w.pop("PATCH runshares", 0)  # the benchmark's own share changes
             assert own == prop["changes"], (own, prop)
             result["operator"] = {**prop, "writes_per_change": round(sum(w.values()) / max(prop["changes"], 1), 2),
                                   "writes": w, "rss_mb": round(op.rss_mb(), 1),
-                                  "cpu_seconds": round(op.cpu_seconds() - cpu0, 1)}
+                                  "cpu_seconds": round(op.cpu_seconds() - cpu0, 1),
+                                  "control_plane_cpu_seconds": {n: round(v, 1) for n, v in cp.items()},
+                                  "webhook_call_mean_ms": hooks}
             say("restart phase")
             # Restart with N unchanged runs: time until every run was reconciled once, and its writes.
             op.stop()
@@ -284,12 +341,14 @@ async def bench(args) -> dict:
                          directory / "floor.log", env)
             await asyncio.sleep(2)
             before = await settle(k)
-            cpu0 = floor.cpu_seconds()
+            cpu0, cp0 = floor.cpu_seconds(), control_plane_cpu(state)
             fprop = await propagate(k, args.runs, args.rate, args.duration, "f")
+            cp = diff(control_plane_cpu(state), cp0)
             w = diff(await settle(k), before)
             w.pop("PATCH runshares", 0)
             result["floor"] = {**fprop, "writes_per_change": round(sum(w.values()) / max(fprop["changes"], 1), 2),
-                               "rss_mb": round(floor.rss_mb(), 1), "cpu_seconds": round(floor.cpu_seconds() - cpu0, 1)}
+                               "rss_mb": round(floor.rss_mb(), 1), "cpu_seconds": round(floor.cpu_seconds() - cpu0, 1),
+                               "control_plane_cpu_seconds": {n: round(v, 1) for n, v in cp.items()}}
             floor.stop()
             result["p99_ratio_to_floor"] = round(result["operator"]["p99_ms"] / max(result["floor"]["p99_ms"], 1e-9), 2)
     finally:
@@ -304,6 +363,7 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of changes")
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--json", help="also write the result here")
+    p.add_argument("--profile", metavar="DIR", help="py-spy the operator during the change phase into DIR")
     args = p.parse_args(argv)
     result = asyncio.run(bench(args))
     print(json.dumps(result, indent=2))

@@ -176,7 +176,9 @@ def _runs_for(namespace: str, run: Mapping, shares: list[Mapping]) -> dict[str, 
     return {run["metadata"]["name"]: run}
 
 
-def _share_runs(namespace: str, share: Mapping) -> dict[str, Mapping]:
+def share_runs(namespace: str, share: Mapping) -> dict[str, Mapping]:
+    """The runs a share may apply to: the one it names (O(1)), or the namespace's for a selector.
+    Admission asks the same question on every RunShare write, so it must not scan the namespace."""
     spec = share.get("spec") or {}
     if spec.get("runSelector") is not None:
         return _runs(namespace)
@@ -254,7 +256,7 @@ async def reconcile_share(namespace: str, name: str) -> None:
     if share is None:
         return
     async with rec.lock(namespace, f"share:{name}"):
-        runs = _share_runs(namespace, share)
+        runs = share_runs(namespace, share)
         old = RT.share_runs.get((namespace, name))
         if old is None:
             old = set((share.get("status") or {}).get("runs") or [])
@@ -358,7 +360,7 @@ async def on_runshare(event, namespace, name, body, **_):
             old = set((body.get("status") or {}).get("runs") or [])
         CACHE.drop("runshares", body)
         _count_active(namespace, name, False)
-        runs = _share_runs(namespace, body)
+        runs = share_runs(namespace, body)
         _announce(namespace, runs, body, old, set(), "Deleted")
         timer = RT.timers.pop(("share", namespace, name), None)
         if timer:

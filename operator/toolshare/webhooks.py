@@ -36,10 +36,10 @@ import kopf
 from cryptography import x509
 
 from . import admission, sharing
-from .cache import CACHE
 from .admission import Requester
 from .controlplane import pki
 from .directory import Directory, DirectoryError, parse
+from .handlers import share_runs
 from .imageshares import all_shares
 from .kube import ApiError, Kube
 from .policy import Policy
@@ -235,10 +235,6 @@ def _refuse(problem: str | None) -> None:
         raise kopf.AdmissionError(problem, code=403)
 
 
-def _runs(index, namespace: str) -> dict[str, Mapping]:
-    return {r["metadata"]["name"]: r for r in index.get(namespace, [])}
-
-
 # --- ToolRun and ImageShare: the owner ---------------------------------------------------
 
 def _set_owner(kind: str, operation, body, old, userinfo, patch) -> None:
@@ -286,5 +282,4 @@ async def mutate_runshare(userinfo, patch, **_):
 @kopf.on.validate(GROUP, VERSION, "runshares", id="runshare-admission", operations=OPERATIONS, persistent=True)
 async def validate_runshare(body, namespace, userinfo, **_):
     _refuse(admission.runshare_problem(body, Requester.from_userinfo(userinfo), ST.policy,
-                                       _runs(CACHE.view("toolruns_by_ns"), namespace), all_shares(),
-                                       await directory()))
+                                       share_runs(namespace, body), all_shares(), await directory()))
