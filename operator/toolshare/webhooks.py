@@ -2,9 +2,10 @@
 
 The decisions are admission.py's pure functions; this module hands them the request's identity and
 what the operator's indexes hold (no API call per request, except the directory ConfigMap, read at
-most every DIRECTORY_TTL seconds). Every webhook is `persistent` with failurePolicy Fail: when the
-operator stops, kopf leaves the configurations in place, so the API server refuses ToolRun,
-RunShare and ImageShare writes instead of admitting them unchecked.
+most every DIRECTORY_TTL seconds). The operator applies the configurations (webhookconfig.py, with
+matchConditions that skip a mutation which would change nothing) once its server listens, and
+never removes them: failurePolicy Fail then makes the API server refuse ToolRun, RunShare and
+ImageShare writes while the operator is down instead of admitting them unchecked.
 
 Configuration (environment, or `toolshare operator` flags):
   TOOLSHARE_WEBHOOK_LISTEN   address:port the HTTPS server listens on (default 127.0.0.1:9443)
@@ -35,7 +36,7 @@ from pathlib import Path
 import kopf
 from cryptography import x509
 
-from . import admission, sharing
+from . import admission, sharing, webhookconfig
 from .admission import Requester
 from .controlplane import pki
 from .directory import Directory, DirectoryError, parse
@@ -100,18 +101,35 @@ def parse_service(text: str) -> tuple[str, str, int]:
     return ns, name, int(port or 443)
 
 
-class ServiceWebhookServer(kopf.WebhookServer):
-    """kopf's server, advertised to the API server as a Service reference instead of a URL."""
+class ManagedWebhookServer(kopf.WebhookServer):
+    """kopf's server; once it listens, the configurations (webhookconfig.py) are applied pointing
+    at it, as a Service reference when in-cluster. Applied by us rather than kopf's `managed`
+    mode because kopf cannot write matchConditions; like kopf's, they stay when the operator
+    stops (failurePolicy Fail)."""
 
-    def __init__(self, *, service: tuple[str, str, int], **kwargs):
+    def __init__(self, *, managed: str | None, service: tuple[str, str, int] | None, **kwargs):
         super().__init__(**kwargs)
-        self.service = service
+        self.managed, self.service = managed, service
 
     async def __call__(self, fn):
         async for config in super().__call__(fn):
-            ns, name, port = self.service
-            config.pop("url", None)
-            yield {**config, "service": {"namespace": ns, "name": name, "port": port}}  # kopf appends /<id>
+            if self.service:
+                ns, name, port = self.service
+                config.pop("url", None)
+                config = {**config, "service": {"namespace": ns, "name": name, "port": port}}
+            if self.managed:
+                await asyncio.to_thread(apply_configurations, self.managed, dict(config))
+            yield config
+
+
+def apply_configurations(name: str, client_config: dict) -> None:
+    for body in webhookconfig.configurations(name, client_config, ST.policy):
+        plural = body["kind"].lower() + "s"
+        ST.kube.request("PATCH", f"/apis/admissionregistration.k8s.io/v1/{plural}/{name}", body=body,
+                        query=[("fieldManager", ST.kube.field_manager), ("force", "true")],
+                        content_type="application/apply-patch+yaml", kind=body["kind"])
+    log.info("webhook configurations %s point at %s", name,
+             client_config.get("url") or client_config.get("service"))
 
 
 def provided_certs(directory: Path) -> tuple[Path | None, Path, Path]:
@@ -191,9 +209,9 @@ def configure_webhooks(settings: kopf.OperatorSettings, **_) -> None:
         ca, cert, key = ensure_certs(config.cert_dir, config.advertised_host)
     server_args = dict(addr=config.listen_addr, port=config.port, host=config.advertised_host,
                        certfile=str(cert), pkeyfile=str(key), cafile=str(ca) if ca else None)
-    settings.admission.server = (ServiceWebhookServer(service=config.service, **server_args)
-                                 if config.service else kopf.WebhookServer(**server_args))
-    settings.admission.managed = None if config.managed == "none" else config.managed
+    settings.admission.server = ManagedWebhookServer(
+        managed=None if config.managed == "none" else config.managed, service=config.service, **server_args)
+    settings.admission.managed = None  # ManagedWebhookServer writes them, with matchConditions
     log.info("admission webhooks on https://%s:%d (config %s), policy %s",
              config.advertised_host, config.port, config.managed, ST.policy)
 
@@ -281,5 +299,9 @@ async def mutate_runshare(userinfo, patch, **_):
 
 @kopf.on.validate(GROUP, VERSION, "runshares", id="runshare-admission", operations=OPERATIONS, persistent=True)
 async def validate_runshare(body, namespace, userinfo, **_):
-    _refuse(admission.runshare_problem(body, Requester.from_userinfo(userinfo), ST.policy,
+    req = Requester.from_userinfo(userinfo)
+    # Also checked here: the sharer webhook is skipped when the annotations already name this
+    # requester (webhookconfig.py), which a requester with a malformed name could arrange.
+    _refuse(admission.requester_problem(req, "RunShare"))
+    _refuse(admission.runshare_problem(body, req, ST.policy,
                                        share_runs(namespace, body), all_shares(), await directory()))

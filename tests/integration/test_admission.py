@@ -96,6 +96,51 @@ def test_forged_sharer_annotation_is_overwritten(users):
     assert status == 403 and "owned by 'alice'" in message
 
 
+def webhook_calls(cluster, name: str) -> int:
+    """How often the API server has called one webhook (its admission duration histogram's count)."""
+    client = cluster.client()
+    method, url, headers, _, _ = client.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+    text = client.call_api(method, url, header_params=headers).read().decode()
+    prefix = "apiserver_admission_webhook_admission_duration_seconds_count{"
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith(prefix) and f'name="{name}"' in line)
+
+
+def test_sharer_webhook_is_skipped_only_when_it_would_change_nothing(users, cluster):
+    """matchConditions (webhookconfig.py) skip the sharer webhook when the annotations already name
+    the requester and their conferring groups; any other request still gets them rewritten."""
+    alice, admin = users["alice"], users["admin"]
+    alice.create(unowned(toolrun("nb")))
+    alice.create(runshare("to-bob", run="nb", users=["bob"]))
+    sharer = "runshare-sharer.toolshare.dev"
+    before = webhook_calls(cluster, sharer)
+    alice.patch("runshares", "to-bob", {"spec": {"users": ["bob", "carol"]}})
+    assert webhook_calls(cluster, sharer) == before  # alice edits alice's share: nothing to stamp
+    # A forged group on an update by the recorded sharer is not skipped: it is overwritten.
+    forged = alice.patch("runshares", "to-bob", {"metadata": {"annotations": {
+        "toolshare.dev/shared-by-groups": "system:masters"}}})
+    assert forged["metadata"]["annotations"]["toolshare.dev/shared-by-groups"] == ""
+    assert webhook_calls(cluster, sharer) == before + 1
+    # Another requester (an administrator) is recorded, with the group that confers the right.
+    edited = admin.patch("runshares", "to-bob", {"spec": {"users": ["bob"]}})
+    assert edited["metadata"]["annotations"]["toolshare.dev/shared-by"] == "admin"
+    assert edited["metadata"]["annotations"]["toolshare.dev/shared-by-groups"] == "system:masters"
+    # ...and alice's next edit records alice again.
+    back = alice.patch("runshares", "to-bob", {"spec": {"users": ["bob", "carol"]}})
+    assert back["metadata"]["annotations"]["toolshare.dev/shared-by"] == "alice"
+    assert back["metadata"]["annotations"]["toolshare.dev/shared-by-groups"] == ""
+
+
+def test_owner_webhook_is_skipped_when_the_owner_is_given(users, cluster):
+    alice = users["alice"]
+    before = webhook_calls(cluster, "toolrun-owner.toolshare.dev")
+    run = alice.create(toolrun("nb", owner="alice"))
+    assert run["spec"]["owner"] == "alice"
+    assert webhook_calls(cluster, "toolrun-owner.toolshare.dev") == before
+    alice.create(unowned(toolrun("nb2")))
+    assert webhook_calls(cluster, "toolrun-owner.toolshare.dev") == before + 1
+
+
 def test_bob_cannot_claim_to_be_alice_but_an_admin_may_name_owners(users):
     status, message = refusal(users["bob"].create, toolrun("nb", owner="alice"))
     assert status == 403

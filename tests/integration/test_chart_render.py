@@ -1,4 +1,4 @@
-"""The Helm chart and the kustomize base as files: lint, schema, equivalence, kopf's webhook shape,
+"""The Helm chart and the kustomize base as files: lint, schema, equivalence, the webhook configurations,
 the Dockerfile's entry point, and the real API server's server-side dry-run of both."""
 
 from __future__ import annotations
@@ -103,26 +103,38 @@ def test_chart_rbac_is_the_least_privilege_of_manifests():
         assert chart[("ClusterRole", name)]["rules"] == source["rules"], name
 
 
-def test_webhook_configurations_are_what_kopf_would_write():
+@pytest.mark.parametrize("values", [
+    {},
+    {"policy.adminGroups": "{platform,toolshare:admins}",
+     "policy.trustedAppliers": "{group:flux-appliers=team-a,serviceaccount:argocd/app=team-b,group:b-appliers}"},
+])
+def test_webhook_configurations_are_what_the_operator_would_write(values):
     """The chart writes them (the operator runs with --webhook-config=none), so they must be exactly
-    kopf's: same names, rules, paths (kopf routes by the last path segment) and policies."""
-    import kopf
-    from kopf._cogs.structs import references
-    from kopf._core.engines.admission import build_webhooks
+    webhookconfig.py's for the same policy: names, rules, paths (kopf routes by the last path
+    segment), policies and the matchConditions' CEL."""
+    from toolshare import webhookconfig
+    from toolshare.policy import Policy
 
-    import toolshare.webhooks  # noqa: F401  (registers the handlers)
-
-    resources = [references.Resource("toolshare.dev", "v1alpha1", p) for p in ("toolruns", "runshares", "imageshares")]
-    handlers = kopf.get_default_registry()._webhooks.get_all_handlers()
-    chart = h.by_key(h.template()[1])
+    chart = h.by_key(h.template(values)[1])
+    env = chart[("Deployment", "toolshare-operator")]["spec"]["template"]["spec"]["containers"][0]["env"]
+    policy = Policy.from_env({e["name"]: e.get("value", "") for e in env})
     ca = chart[("Secret", "toolshare-webhook-tls")]["data"]["ca.crt"]
     client = {"service": {"namespace": "toolshare-system", "name": "toolshare-webhook", "port": 443}, "caBundle": ca}
-    for kind, reason in (("MutatingWebhookConfiguration", "mutating"), ("ValidatingWebhookConfiguration", "validating")):
-        expected = build_webhooks([x for x in handlers if x.reason.value == reason], resources=resources,
-                                  name_suffix="toolshare.dev", client_config=client)
-        expected = [{k: v for k, v in w.items() if v is not None} for w in expected]
-        actual = chart[(kind, "toolshare-admission")]["webhooks"]
-        assert sorted(actual, key=lambda w: w["name"]) == sorted(expected, key=lambda w: w["name"])
+    for expected in webhookconfig.configurations("toolshare-admission", client, policy):
+        actual = chart[(expected["kind"], "toolshare-admission")]["webhooks"]
+        assert sorted(actual, key=lambda w: w["name"]) == sorted(expected["webhooks"], key=lambda w: w["name"])
+
+
+def test_webhook_configurations_route_to_kopfs_handlers():
+    """Every configured webhook's path is a handler id kopf serves, mutating or validating alike."""
+    import kopf
+
+    import toolshare.webhooks  # noqa: F401  (registers the handlers)
+    from toolshare import webhookconfig
+
+    handlers = kopf.get_default_registry()._webhooks.get_all_handlers()
+    served = {(h.id, h.reason.value == "mutating", h.selector.any_name) for h in handlers}
+    assert served == {(i, m, p) for i, p, m in webhookconfig.HOOKS}
 
 
 def test_webhook_certificate_is_signed_for_the_service_and_kept_across_renders():
