@@ -1,12 +1,13 @@
 """Revoke-to-deny benchmark: RunShare deleted -> the gate answers 403, through a real oauth2-proxy.
 
-    python -m benchmarks.revoke_latency --rounds 20
+    python -m benchmarks.revoke_latency --rounds 20 [--runs 10000]
 
 starts a local control plane, the operator (its own process, admission webhooks on loopback), the
 dev OIDC issuer, oauth2-proxy and the gate, creates one ToolRun owned by alice, then for each round
 shares it with bob and deletes the share, polling the gate's /check as bob every few milliseconds.
 Reports share-to-allow and revoke-to-deny latency (p50/p95/max), and the latency of one /check
-(which always asks oauth2-proxy) while idle. Numbers are printed as JSON.
+(which always asks oauth2-proxy) while idle. Numbers are printed as JSON. With --runs N, N other
+runs, each shared with bob, exist first (so the operator and the gate hold N Ingresses).
 """
 
 from __future__ import annotations
@@ -93,10 +94,29 @@ def create_share(api: kubernetes.client.CustomObjectsApi, name: str, timeout: fl
         time.sleep(0.5)
 
 
+def background_runs(kubeconfig: Path, n: int) -> float:
+    """N runs shared with bob in another namespace, through the webhooks; seconds until synced."""
+    import asyncio
+
+    from benchmarks.kclient import KClient
+    from benchmarks.propagation import create_runs, wait_ingresses, wait_webhooks
+
+    async def go() -> float:
+        async with KClient(str(kubeconfig)) as k:
+            await wait_webhooks(k)
+            started = time.monotonic()
+            await create_runs(k, n)
+            await wait_ingresses(k, n, timeout=3600)
+            return time.monotonic() - started
+
+    return asyncio.run(go())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--idle-checks", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=0, help="other runs (each shared) that exist meanwhile")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="toolshare-bench-gate-"))
@@ -112,6 +132,7 @@ def main() -> int:
         proxy = devservices.oauth2_proxy(issuer.url, work).start()
         gate = devservices.gate(kubeconfig, f"{proxy.url}/oauth2/auth", work).start()
         procs = [proxy, gate]
+        background = round(background_runs(kubeconfig, args.runs), 1) if args.runs else 0.0
         client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
         kubernetes.client.CoreV1Api(client).create_namespace({"metadata": {"name": NS}})
         api = kubernetes.client.CustomObjectsApi(client)
@@ -143,6 +164,7 @@ def main() -> int:
         result = {
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, python {platform.python_version()}",
             "rounds": args.rounds,
+            "other_runs": args.runs, "other_runs_create_and_sync_seconds": background,
             "revoke_to_deny": summary(deny),
             "share_to_allow": summary(allow),
             "check_latency_idle": summary(idle),
