@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import kopf
 
 from . import metrics, render
 from .kube import Kube
 from .policy import Policy
-from .cache import CACHE, Source, list_all, strip
+from .cache import CACHE, Source, limit_malloc_arenas, list_pages, release_memory
 from .reconcile import Reconciler, RetryLater, host_claims
 from .settings import Settings
 
@@ -40,6 +41,7 @@ class Runtime:
     # fresher than status.runs, which the index only learns after our status write comes back.
     share_runs: dict[tuple[str, str], set[str]] = {}
     active_shares: set[tuple[str, str]] = set()
+    work: "WorkQueue"  # set below
 
 
 RT = Runtime()
@@ -61,6 +63,12 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.watching.server_timeout = 50
     settings.watching.client_timeout = 60
     settings.watching.connect_timeout = 10
+    # Memory at 10,000 runs (50,000 watched objects): kopf queues every object of its initial
+    # listing to a worker of its own without back-pressure. Listing in pages lets the workers drain
+    # one page while the next is fetched, and a worker idle for half a second exits (default 5 s:
+    # 50,000 idle workers and their queues alive together after a start-up).
+    settings.watching.chunk_size = 500
+    settings.queueing.idle_timeout = 0.5
     config = Settings.from_env()
     RT.reconciler = Reconciler(Kube.from_environment(config.field_manager), config, Policy.from_env())
     log.info("toolshare operator configured: %s", config)
@@ -79,47 +87,44 @@ _CHILDREN = f"{render.LABEL_MANAGED_BY}={render.MANAGED_BY},{render.LABEL_RUN}"
 
 @CACHE.index("toolruns", TOOLRUNS)
 def toolruns_by_ns(namespace, body, **_):
-    return {namespace: CACHE.stripped(body)}
+    return {namespace: CACHE.packed(body)}
 
 
 @CACHE.index("toolruns", TOOLRUNS)
 def toolruns_by_key(namespace, name, body, **_):
-    return {(namespace, name): CACHE.stripped(body)}
+    return {(namespace, name): CACHE.packed(body)}
 
 
 @CACHE.index("toolruns", TOOLRUNS)
 def toolruns_by_host(body, **_):
     if RT.reconciler is None or render.validate_run(body):
         return None
-    return {render.host_for(body, RT.reconciler.settings): CACHE.stripped(body)}
+    return {render.host_for(body, RT.reconciler.settings): CACHE.packed(body)}
 
 
 @CACHE.index("runshares", RUNSHARES)
 def runshares_by_key(namespace, name, body, **_):
-    return {(namespace, name): CACHE.stripped(body)}
+    return {(namespace, name): CACHE.packed(body)}
 
 
 @CACHE.index("runshares", RUNSHARES)
 def runshares_by_run(namespace, spec, body, **_):
     """Shares naming one run (runRef)."""
     ref = (spec.get("runRef") or {}).get("name")
-    return {(namespace, ref): CACHE.stripped(body)} if ref and not spec.get("runSelector") else None
+    return {(namespace, sys.intern(ref)): CACHE.packed(body)} if ref and not spec.get("runSelector") else None
 
 
 @CACHE.index("runshares", RUNSHARES)
 def runshares_with_selector(namespace, spec, body, **_):
     """Shares selecting runs by label: the only ones that need the namespace's runs."""
-    return {namespace: CACHE.stripped(body)} if spec.get("runSelector") is not None else None
+    return {namespace: CACHE.packed(body)} if spec.get("runSelector") is not None else None
 
 
 def _child(namespace, labels, body):
-    obj = strip(body)
-    if obj.get("kind") == "Pod":
-        # A Pod is compared by its render hash only; its (server-defaulted) spec is dead weight
-        # in memory at 10,000 runs. The phase feeds the run's status.
-        obj = {"apiVersion": obj["apiVersion"], "kind": "Pod", "metadata": obj["metadata"],
-               "status": {"phase": (obj.get("status") or {}).get("phase")}}
-    return {(namespace, labels[render.LABEL_RUN]): obj}
+    # The packed projection (cache.project): a Pod keeps only its metadata and status.phase (it
+    # is compared by render hash; the phase feeds the run's status), other children what the
+    # comparison with their desired state reads.
+    return {(namespace, sys.intern(labels[render.LABEL_RUN])): CACHE.packed(body)}
 
 
 # (api version, kind, plural, list path) of each child kind; only labelled children are listed.
@@ -148,10 +153,12 @@ def prefill(kube: Kube) -> None:
     kinds += [(plural, api_version, kind) for api_version, kind, plural, _ in CHILD_KINDS]
     kinds += [(k, f"{GROUP}/{VERSION}", "ImageShare") for k in CACHE.sources if k == "imageshares"]
     counts = {}
+    limit_malloc_arenas()  # before the write threads start
     for plural, api_version, kind in kinds:
-        items = list_all(kube, CACHE.sources[plural], api_version, kind)
-        CACHE.fill(plural, items)
-        counts[plural] = len(items)
+        # Page by page: at 10,000 runs a whole LIST of Pods alone is 140 MB of parsed JSON.
+        counts[plural] = sum(CACHE.fill(plural, items) for items in
+                             list_pages(kube, CACHE.sources[plural], api_version, kind))
+    release_memory()
     log.info("cache filled in %.1fs: %s", time.monotonic() - started, counts)
 
 
@@ -220,26 +227,90 @@ def _schedule(key: tuple, when: float, callback) -> None:
     RT.timers[key] = loop.call_at(when, lambda: asyncio.ensure_future(callback()))
 
 
-async def reconcile_run(namespace: str, name: str) -> None:
-    rec = RT.reconciler
-    async with rec.lock(namespace, name):
-        run = _one("toolruns_by_key", (namespace, name))
-        if run is None or run["metadata"].get("deletionTimestamp"):
-            return  # the garbage collector removes the children
-        holder = None if render.validate_run(run) else _host_holder(run)
-        shares = _shares_for(namespace, name)
-        key = ("run", namespace, name)
-        started = time.perf_counter()
+class WorkQueue:
+    """Reconciles to do, by key, run by at most `workers` tasks at once.
+
+    An event handler records the key and returns: kopf then drops the event's body at once, and a
+    mass start (10,000 runs and shares at once, or a restart) holds 20,000 keys instead of 20,000
+    half-done reconciles, each with its event body, its rendered children and a place in the
+    write queue (over 1 GB at 10,000 runs, measured). A key already queued is not queued twice;
+    a key changed while its reconcile runs is done again after it (it reads the cache afresh).
+    """
+
+    def __init__(self, workers: int = 32) -> None:
+        self.workers = workers
+        self.pending: dict[tuple, Callable[[], Awaitable[None]]] = {}
+        self.active: set[tuple] = set()
+        self.again: dict[tuple, Callable[[], Awaitable[None]]] = {}
+        self.running = 0
+        self.tasks: set[asyncio.Task] = set()
+        self.trim: asyncio.TimerHandle | None = None
+        self.trim_after = 3.0
+
+    def add(self, key: tuple, work: Callable[[], Awaitable[None]]) -> None:
+        if self.trim is not None:
+            self.trim.cancel()
+            self.trim = None
+        if key in self.active:
+            self.again[key] = work
+            return
+        self.pending[key] = work
+        if self.running < self.workers:
+            self.running += 1
+            task = asyncio.ensure_future(self._work())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _work(self) -> None:
         try:
-            await rec.reconcile_run(run, shares, _runs_for(namespace, run, shares), _children(namespace, name),
-                                    holder, utcnow())
-            RT.backoff.pop(key, None)
-            metrics.RECONCILES.labels("ToolRun", "ok").inc()
-        except RetryLater:
-            metrics.RECONCILES.labels("ToolRun", "retry").inc()
-            _retry(key, lambda: reconcile_run(namespace, name))
+            while self.pending:
+                key = next(iter(self.pending))
+                work = self.pending.pop(key)
+                self.active.add(key)
+                try:
+                    await work()
+                except Exception:  # noqa: BLE001 - one key must not stop the others
+                    log.exception("reconciling %s", key)
+                finally:
+                    self.active.discard(key)
+                    if key in self.again:
+                        self.pending[key] = self.again.pop(key)
         finally:
-            metrics.RECONCILE_SECONDS.labels("ToolRun").observe(time.perf_counter() - started)
+            self.running -= 1
+            if not self.running and not self.pending:
+                # Once the queue has stayed empty a while, a burst (a start, a mass change) is
+                # over: hand the memory it freed back to the system.
+                self.trim = asyncio.get_running_loop().call_later(self.trim_after, release_memory)
+
+
+RT.work = WorkQueue()
+
+
+async def reconcile_run(namespace: str, name: str) -> None:
+    """Queue a reconcile of one run (see WorkQueue)."""
+    RT.work.add(("run", namespace, name), lambda: _reconcile_run(namespace, name))
+
+
+async def _reconcile_run(namespace: str, name: str) -> None:
+    # One at a time per run: the work queue never runs a key twice at once.
+    rec = RT.reconciler
+    run = _one("toolruns_by_key", (namespace, name))
+    if run is None or run["metadata"].get("deletionTimestamp"):
+        return  # the garbage collector removes the children
+    holder = None if render.validate_run(run) else _host_holder(run)
+    shares = _shares_for(namespace, name)
+    key = ("run", namespace, name)
+    started = time.perf_counter()
+    try:
+        await rec.reconcile_run(run, shares, _runs_for(namespace, run, shares), _children(namespace, name),
+                                holder, utcnow())
+        RT.backoff.pop(key, None)
+        metrics.RECONCILES.labels("ToolRun", "ok").inc()
+    except RetryLater:
+        metrics.RECONCILES.labels("ToolRun", "retry").inc()
+        _retry(key, lambda: reconcile_run(namespace, name))
+    finally:
+        metrics.RECONCILE_SECONDS.labels("ToolRun").observe(time.perf_counter() - started)
 
 
 def _retry(key: tuple, callback) -> None:
@@ -250,33 +321,37 @@ def _retry(key: tuple, callback) -> None:
 
 
 async def reconcile_share(namespace: str, name: str) -> None:
+    """Queue a reconcile of one share (see WorkQueue)."""
+    RT.work.add(("share", namespace, name), lambda: _reconcile_share(namespace, name))
+
+
+async def _reconcile_share(namespace: str, name: str) -> None:
     """Update one share's status, tell its runs' owners (Events), and reconcile the runs it touches."""
     rec = RT.reconciler
     share = _one("runshares_by_key", (namespace, name))
     if share is None:
         return
-    async with rec.lock(namespace, f"share:{name}"):
-        runs = share_runs(namespace, share)
-        old = RT.share_runs.get((namespace, name))
-        if old is None:
-            old = set((share.get("status") or {}).get("runs") or [])
-        started = time.perf_counter()
-        key = ("share-status", namespace, name)
-        try:
-            state = await rec.reconcile_share(share, runs, utcnow())
-            RT.backoff.pop(key, None)
-            metrics.RECONCILES.labels("RunShare", "ok").inc()
-        except RetryLater as e:
-            # Only the share's status failed to land: its runs still follow the verdict now,
-            # and the status is written on a retry.
-            state = e.result
-            metrics.RECONCILES.labels("RunShare", "retry").inc()
-            _retry(key, lambda: reconcile_share(namespace, name))
-        metrics.RECONCILE_SECONDS.labels("RunShare").observe(time.perf_counter() - started)
-        _count_active(namespace, name, state.reason == render.ACTIVE)
-        new = set(state.runs)
-        RT.share_runs[(namespace, name)] = new
-        _announce(namespace, runs, share, old, new, state.reason)
+    runs = share_runs(namespace, share)
+    old = RT.share_runs.get((namespace, name))
+    if old is None:
+        old = set((share.get("status") or {}).get("runs") or [])
+    started = time.perf_counter()
+    key = ("share-status", namespace, name)
+    try:
+        state = await rec.reconcile_share(share, runs, utcnow())
+        RT.backoff.pop(key, None)
+        metrics.RECONCILES.labels("RunShare", "ok").inc()
+    except RetryLater as e:
+        # Only the share's status failed to land: its runs still follow the verdict now,
+        # and the status is written on a retry.
+        state = e.result
+        metrics.RECONCILES.labels("RunShare", "retry").inc()
+        _retry(key, lambda: reconcile_share(namespace, name))
+    metrics.RECONCILE_SECONDS.labels("RunShare").observe(time.perf_counter() - started)
+    _count_active(namespace, name, state.reason == render.ACTIVE)
+    new = set(state.runs)
+    RT.share_runs[(namespace, name)] = new
+    _announce(namespace, runs, share, old, new, state.reason)
     for run_name in sorted(old | new):
         await reconcile_run(namespace, run_name)
     expiry = render.next_expiry([share], utcnow())

@@ -26,7 +26,7 @@ ALL = "all"
 
 @CACHE.index("imageshares", Source(f"/apis/{GROUP}/{VERSION}/imageshares"))
 def imageshares_all(body, **_):
-    return {ALL: CACHE.stripped(body)}
+    return {ALL: CACHE.packed(body)}
 
 
 def all_shares(index=None) -> list[Mapping]:

@@ -15,13 +15,14 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import urllib3
 
 from . import render
-from .cache import strip
+from .cache import CACHE, project
 from .conditions import contains, set_condition
 from .kube import ApiError, Kube
 from .policy import Policy
@@ -73,20 +74,46 @@ class Written:
     """Objects we wrote whose watch event has not reached the index yet (read-your-writes).
 
     Without this, a second event arriving before our own write's echo would compare against the
-    stale indexed copy and write the same thing again.
+    stale indexed copy and write the same thing again. Each is kept as the cache keeps objects
+    (cache.project: what the comparisons read) and only until the cache holds its echo: a sweep,
+    each time the overlay has doubled, drops the writes the cache has caught up with (and any
+    older than `max_age`, whose object is gone), so 50,000 writes at start-up do not stay here.
     """
 
     objects: dict[tuple[str, str, str, str], dict] = field(default_factory=dict)
+    version: Callable[[str], int] = CACHE.version  # uid -> the resourceVersion the cache holds
+    max_age: float = 300.0
+    _at: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
+    _sweep_at: int = 1024
 
     @staticmethod
     def key(obj: Mapping) -> tuple[str, str, str, str]:
         return obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"], ""
 
     def remember(self, obj: Mapping) -> None:
-        self.objects[self.key(obj)] = strip(obj)
+        key = self.key(obj)
+        self.objects[key] = project(obj)
+        self._at[key] = time.monotonic()
+        if len(self.objects) >= self._sweep_at:
+            self.sweep()
 
     def forget(self, obj: Mapping) -> None:
         self.objects.pop(self.key(obj), None)
+        self._at.pop(self.key(obj), None)
+
+    def sweep(self) -> None:
+        """Drop the writes whose echo the cache holds (newest() would prefer the cache's copy)."""
+        old = time.monotonic() - self.max_age
+        for key, obj in list(self.objects.items()):
+            meta = obj["metadata"]
+            try:
+                caught_up = self.version(meta.get("uid") or "") >= int(meta["resourceVersion"])
+            except (KeyError, ValueError):
+                caught_up = True
+            if caught_up or self._at.get(key, 0) < old:
+                del self.objects[key]
+                self._at.pop(key, None)
+        self._sweep_at = max(2 * len(self.objects), 1024)
 
     def newest(self, indexed: Mapping | None, desired_key) -> Mapping | None:
         """The fresher of the indexed object and our own last write of it."""
@@ -98,6 +125,7 @@ class Written:
         try:
             if int(indexed["metadata"]["resourceVersion"]) >= int(mine["metadata"]["resourceVersion"]):
                 self.objects.pop(desired_key, None)
+                self._at.pop(desired_key, None)
                 return indexed
         except (KeyError, ValueError):
             return indexed

@@ -13,11 +13,11 @@ def make():
 
     @c.index("xs", Source("/x"))
     def by_ns(namespace, body, **_):
-        return {namespace: c.stripped(body)}
+        return {namespace: c.packed(body)}
 
     @c.index("xs", Source("/x"))
     def by_ref(namespace, spec, body, **_):
-        return {(namespace, spec["ref"]): c.stripped(body)} if spec.get("ref") else None
+        return {(namespace, spec["ref"]): c.packed(body)} if spec.get("ref") else None
 
     return c
 
@@ -44,7 +44,46 @@ def test_an_older_version_never_replaces_a_newer_one():
     assert c.view("by_ref").get(("a", "old")) == [] and len(c.view("by_ref").get(("a", "new"))) == 1
 
 
-def test_one_stripped_copy_is_shared_by_every_view():
+def test_one_packed_copy_per_version_is_shared_by_every_view_and_reads_are_fresh():
     c = make()
     c.put("xs", obj("1", "one", 5, spec={"ref": "r"}))
-    assert c.view("by_ns").get("a")[0] is c.view("by_ref").get(("a", "r"))[0]
+    packed = c.view("by_ns").data["a"]["1"]
+    assert isinstance(packed, bytes) and c.view("by_ref").data[("a", "r")]["1"] is packed
+    a, b = c.view("by_ns").get("a")[0], c.view("by_ref").get(("a", "r"))[0]
+    assert a == b and a is not b  # each read decodes its own dicts: no reader can change the cache
+    a["spec"]["ref"] = "changed"
+    assert c.view("by_ns").get("a")[0]["spec"] == {"ref": "r"}
+    c.put("xs", obj("1", "one", 6, spec={"ref": "r", "x": 1}))
+    assert c.view("by_ns").get("a")[0]["spec"] == {"ref": "r", "x": 1} and c.version("1") == 6
+
+
+def test_kopf_keeps_no_memory_per_object():
+    import asyncio
+
+    from toolshare.cache import ForgetfulMemories
+
+    memories = ForgetfulMemories()
+    memory = asyncio.run(memories.recall({"metadata": {"uid": "u"}}, noticed_by_listing=True))
+    assert memory.noticed_by_listing and list(memories.iter_all_memories()) == []
+
+
+def test_the_start_up_list_is_read_page_by_page():
+    from toolshare.cache import list_pages
+
+    class Kube:
+        def __init__(self):
+            self.queries = []
+
+        def request(self, method, path, query):
+            self.queries.append(dict(query))
+            page = int(dict(query).get("continue") or 0)
+            items = [obj(str(i), f"o{i}", i) for i in range(page * 2, page * 2 + 2)]
+            return {"items": items, "metadata": {"continue": str(page + 1) if page < 2 else ""}}
+
+    kube, c = Kube(), make()
+    pages = list_pages(kube, Source("/x", "a=b"), "v1", "X", page=2)
+    first = next(pages)
+    assert len(kube.queries) == 1 and [o["metadata"]["name"] for o in first] == ["o0", "o1"]
+    assert c.fill("xs", first) + sum(c.fill("xs", items) for items in pages) == 6
+    assert kube.queries[0] == {"limit": "2", "labelSelector": "a=b"} and kube.queries[2]["continue"] == "2"
+    assert len(c.view("by_ns").get("a")) == 6

@@ -1,0 +1,244 @@
+"""Memory benchmark: the operator's RSS with N ToolRuns (each with its Pod, Service, Ingress,
+NetworkPolicy and one RunShare).
+
+    python -m benchmarks.memory --runs 10000
+
+starts a local control plane, creates N runs and N shares as admin before the operator starts
+(spec.owner and the sharer annotations set, so no admission webhook is involved), starts the
+operator as in production (`python -m toolshare.cli operator`, its own process), waits until every
+Ingress exists and the writes have settled, and reports its RSS (and peak RSS). Then it restarts
+the operator on the unchanged cluster, waits until every run was reconciled, and reports the RSS
+again (the steady state of a restarted operator: the cache filled by LIST, kopf's watches).
+
+`--dir DIR` keeps the control plane (and its objects) in DIR and reuses it on the next call, so a
+code change can be measured without creating 10,000 runs again (`--down` stops it at the end).
+`--trace` runs the operator under tracemalloc and prints the biggest allocation sites after the
+restart (RSS is then inflated by tracemalloc's own bookkeeping; use it to compare sites only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.kclient import KClient
+from benchmarks.propagation import Proc, reconciles, settle, say
+from toolshare.controlplane import cluster
+from toolshare.controlplane.binaries import ensure_binaries
+from toolshare.devenv import install_crds
+from toolshare.sharing import ANN_SHARED_BY, ANN_SHARED_BY_GROUPS
+
+NS = "mem"
+GROUP = "/apis/toolshare.dev/v1alpha1"
+
+
+async def create_runs(k: KClient, n: int) -> int:
+    """Create runs r0..r{n-1} and their shares (those missing); return how many were created."""
+    try:
+        await k.request("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})
+    except RuntimeError as e:
+        if "409" not in str(e):
+            raise
+    existing = await names(k, f"{GROUP}/namespaces/{NS}/runshares")
+    sem = asyncio.Semaphore(32)
+
+    async def one(i: int):
+        async with sem:
+            run = {"apiVersion": "toolshare.dev/v1alpha1", "kind": "ToolRun", "metadata": {"name": f"r{i}"},
+                   "spec": {"owner": "alice", "image": "jupyter/base-notebook",
+                            "endpoints": [{"name": "lab", "port": 8888, "protocol": "http"},
+                                          {"name": "ssh", "port": 22, "protocol": "ssh"}]}}
+            share = {"apiVersion": "toolshare.dev/v1alpha1", "kind": "RunShare",
+                     "metadata": {"name": f"r{i}", "annotations": {ANN_SHARED_BY: "admin",
+                                                                   ANN_SHARED_BY_GROUPS: "system:masters"}},
+                     "spec": {"runRef": {"name": f"r{i}"}, "users": ["bob"], "groups": ["lab"]}}
+            for plural, body in (("toolruns", run), ("runshares", share)):
+                try:
+                    await k.request("POST", f"{GROUP}/namespaces/{NS}/{plural}", body)
+                except RuntimeError as e:
+                    if "409" not in str(e):
+                        raise
+
+    todo = [i for i in range(n) if f"r{i}" not in existing]
+    await asyncio.gather(*(one(i) for i in todo))
+    return len(todo)
+
+
+async def names(k: KClient, path: str, selector: str = "") -> set[str]:
+    """Names of every object at `path` (paginated, metadata only, so 10,000 objects stay cheap)."""
+    out: set[str] = set()
+    token = ""
+    while True:
+        params = {"limit": "1000", **({"continue": token} if token else {}),
+                  **({"labelSelector": selector} if selector else {})}
+        async with k.session.get(path, params=params, headers={
+                "Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"}) as resp:
+            body = await resp.json()
+        out.update(i["metadata"]["name"] for i in body.get("items") or [])
+        token = (body.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return out
+
+
+async def wait_ingresses(k: KClient, n: int, timeout: float, op: Proc) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        found = len(await names(k, f"/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses"))
+        if found >= n:
+            return time.monotonic() - started
+        if op.p.poll() is not None:
+            raise RuntimeError(f"the operator exited ({op.p.returncode})")
+        say(f"{found}/{n} ingresses, operator RSS {op.rss_mb():.1f} MB")
+        await asyncio.sleep(5 if n > 2000 else 1)
+    raise TimeoutError(f"not all {n} Ingresses exist after {timeout}s")
+
+
+def peak_mb(proc: Proc) -> float:
+    for line in Path(f"/proc/{proc.p.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def operator_argv(metrics_port: int, trace: Path | None) -> list[str]:
+    if trace is not None:
+        return [sys.executable, "-m", "benchmarks.memory", "--traced-operator", str(trace), "--metrics-port",
+                str(metrics_port)]
+    return [sys.executable, "-m", "toolshare.cli", "operator", "--metrics-port", str(metrics_port)]
+
+
+def traced_operator(out: str, metrics_port: str) -> int:
+    """The operator under tracemalloc; SIGUSR1 writes a snapshot to `out`."""
+    import tracemalloc
+
+    tracemalloc.start(int(os.environ.get("TOOLSHARE_TRACE_FRAMES", "1")))
+
+    def dump(*_):
+        tracemalloc.take_snapshot().dump(out)
+        Path(out + ".done").write_text("")
+
+    signal.signal(signal.SIGUSR1, dump)
+    from toolshare import cli
+
+    return cli.main(["operator", "--metrics-port", metrics_port])
+
+
+def trace_report(path: Path, top: int = 30) -> str:
+    import tracemalloc
+
+    snap = tracemalloc.Snapshot.load(str(path)).filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>")])
+    total = sum(s.size for s in snap.statistics("filename"))
+    lines = [f"traced total {total / 1e6:.1f} MB", "-- by file --"]
+    lines += [f"{s.size / 1e6:8.1f} MB {s.count:9d}  {s.traceback[0].filename}" for s in snap.statistics("filename")[:top]]
+    lines.append("-- by line --")
+    lines += [f"{s.size / 1e6:8.1f} MB {s.count:9d}  {s.traceback[0]}" for s in snap.statistics("lineno")[:top]]
+    lines.append("-- by traceback (top 8) --")
+    for s in snap.statistics("traceback")[:8]:
+        lines.append(f"{s.size / 1e6:8.1f} MB {s.count:9d}")
+        lines += [f"      {frame}" for frame in list(s.traceback)[-8:]]
+    return "\n".join(lines)
+
+
+async def bench(args) -> dict:
+    directory = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="toolshare-mem-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    bins = ensure_binaries()
+    state = cluster.up(directory, bins, log=lambda *_: None)
+    kubeconfig = str(directory / "kubeconfig")
+    install_crds(bins, directory / "kubeconfig")
+    env = {**os.environ, "KUBECONFIG": kubeconfig,
+           "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{cluster.free_port()}",
+           "TOOLSHARE_WEBHOOK_CERT_DIR": str(directory / "webhook")}
+    trace = directory / "operator.tracemalloc" if args.trace else None
+    result: dict = {"runs": args.runs, "cluster": str(directory),
+                    "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+                               f"Python {platform.python_version()}"}
+    del state
+    op = None
+    try:
+        async with KClient(kubeconfig) as k:
+            # A kept cluster still has the webhooks of a previous operator (failurePolicy Fail).
+            for kind in ("validating", "mutating"):
+                try:
+                    await k.request("DELETE", f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations/toolshare.dev")
+                except RuntimeError:
+                    pass
+            t = time.monotonic()
+            say(f"creating {args.runs} runs and shares (as admin, no webhooks)")
+            result["created"] = await create_runs(k, args.runs)
+            result["create_seconds"] = round(time.monotonic() - t, 1)
+            say(f"created {result['created']} in {result['create_seconds']}s")
+            port = cluster.free_port()
+            log = directory / "operator.log"
+            t = time.monotonic()
+            op = Proc(operator_argv(port, trace), log, env)
+            result["sync_seconds"] = round(await wait_ingresses(k, args.runs, args.timeout, op), 1)
+            await settle(k, quiet=5.0, timeout=args.timeout)
+            result["rss_mb_after_sync"] = round(op.rss_mb(), 1)
+            result["peak_rss_mb_first_run"] = round(peak_mb(op), 1)
+            say(f"every Ingress exists after {result['sync_seconds']}s; RSS {result['rss_mb_after_sync']} MB "
+                f"(peak {result['peak_rss_mb_first_run']} MB)")
+            op.stop()
+            t = time.monotonic()
+            op = Proc(operator_argv(port, trace), log, env)
+            while await reconciles(port) < args.runs:
+                if op.p.poll() is not None:
+                    raise RuntimeError(f"the operator exited ({op.p.returncode})")
+                if time.monotonic() - t > args.timeout:
+                    raise TimeoutError("restart: not every run reconciled")
+                await asyncio.sleep(0.5)
+            result["restart_seconds"] = round(time.monotonic() - t, 1)
+            await settle(k, quiet=5.0, timeout=args.timeout)
+            await asyncio.sleep(args.idle)
+            result["rss_mb_after_restart"] = round(op.rss_mb(), 1)
+            result["peak_rss_mb_restart"] = round(peak_mb(op), 1)
+            say(f"restarted: every run reconciled in {result['restart_seconds']}s; RSS "
+                f"{result['rss_mb_after_restart']} MB (peak {result['peak_rss_mb_restart']} MB)")
+            if trace is not None:
+                done = Path(str(trace) + ".done")
+                done.unlink(missing_ok=True)
+                os.kill(op.p.pid, signal.SIGUSR1)
+                while not done.exists():
+                    await asyncio.sleep(0.5)
+                result["trace"] = str(trace)
+                print(trace_report(trace), file=sys.stderr)
+    finally:
+        if op is not None:
+            op.stop()
+        if not args.dir or args.down:
+            cluster.down(directory, log=lambda *_: None)
+    return result
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--traced-operator"]:
+        return traced_operator(argv[1], argv[3])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=1000)
+    p.add_argument("--dir", help="keep the control plane in DIR (reused if it is already there)")
+    p.add_argument("--down", action="store_true", help="with --dir: stop the control plane at the end")
+    p.add_argument("--trace", action="store_true", help="tracemalloc the operator; print the top sites")
+    p.add_argument("--idle", type=float, default=5.0, help="seconds idle after the restart before measuring")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--json", help="also write the result here")
+    args = p.parse_args(argv)
+    result = asyncio.run(bench(args))
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
