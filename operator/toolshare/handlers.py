@@ -23,6 +23,7 @@ from .kube import Kube
 from .policy import Policy
 from .cache import CACHE, Source, limit_malloc_arenas, list_pages, release_memory
 from .reconcile import Reconciler, RetryLater, host_claims
+from .relist import relisted
 from .settings import Settings
 
 log = logging.getLogger("toolshare.handlers")
@@ -384,6 +385,8 @@ def _announce(namespace, runs, share, old: set[str], new: set[str], reason: str)
 
 @kopf.on.event(GROUP, VERSION, "toolruns")
 async def on_toolrun(event, namespace, name, body, **_):
+    if event["type"] is None:  # from a listing: then look for deletions it did not report
+        relisted("toolruns", "toolruns_by_key", on_toolrun, RT.reconciler.kube)
     if event["type"] == "DELETED":
         CACHE.drop("toolruns", body)
         for share in _shares_for(namespace, name):
@@ -429,6 +432,8 @@ async def _reconcile_host_peers(run: Mapping) -> None:
 
 @kopf.on.event(GROUP, VERSION, "runshares")
 async def on_runshare(event, namespace, name, body, **_):
+    if event["type"] is None:
+        relisted("runshares", "runshares_by_key", on_runshare, RT.reconciler.kube)
     if event["type"] == "DELETED":
         old = RT.share_runs.pop((namespace, name), None)
         if old is None:
@@ -456,6 +461,8 @@ def _own_echo(body: Mapping) -> bool:
 
 def _child_handler(plural: str):
     async def on_child(event, namespace, labels, body, **_):
+        if event["type"] is None:
+            relisted(plural, f"child_{plural}", on_child, RT.reconciler.kube)
         if render.LABEL_RUN not in labels:
             return
         if event["type"] == "DELETED":

@@ -18,6 +18,7 @@ from . import images
 from .conditions import contains, set_condition
 from .kube import ApiError
 from .cache import CACHE, Source
+from .relist import relisted
 
 log = logging.getLogger("toolshare.imageshares")
 GROUP, VERSION = "toolshare.dev", "v1alpha1"
@@ -54,6 +55,8 @@ def desired_status(share: Mapping, shares: list[Mapping], now: dt.datetime) -> d
 async def on_imageshare(event, body, **_):
     from .handlers import RT, utcnow  # the operator's one Kube client
 
+    if event["type"] is None:  # from a listing: then look for deletions it did not report
+        relisted("imageshares", "imageshares_all", on_imageshare, RT.reconciler.kube)
     if event["type"] == "DELETED":
         CACHE.drop("imageshares", body)
     elif not CACHE.put("imageshares", body):
