@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
 import kopf
@@ -240,7 +241,8 @@ class WorkQueue:
 
     def __init__(self, workers: int = 32) -> None:
         self.workers = workers
-        self.pending: dict[tuple, Callable[[], Awaitable[None]]] = {}
+        # FIFO with O(1) pops from the front (a plain dict's next(iter()) rescans deleted slots).
+        self.pending: OrderedDict[tuple, Callable[[], Awaitable[None]]] = OrderedDict()
         self.active: set[tuple] = set()
         self.again: dict[tuple, Callable[[], Awaitable[None]]] = {}
         self.running = 0
@@ -265,8 +267,7 @@ class WorkQueue:
     async def _work(self) -> None:
         try:
             while self.pending:
-                key = next(iter(self.pending))
-                work = self.pending.pop(key)
+                key, work = self.pending.popitem(last=False)
                 self.active.add(key)
                 try:
                     await work()
