@@ -322,6 +322,14 @@ def _retry(key: tuple, callback) -> None:
     _schedule(key, asyncio.get_running_loop().time() + delay, callback)
 
 
+def retry_later(key: tuple, callback, failed: bool) -> None:
+    """After an attempt: schedule the next (backing off) if it failed, else reset the backoff."""
+    if failed:
+        _retry(key, callback)
+    else:
+        RT.backoff.pop(key, None)
+
+
 async def reconcile_share(namespace: str, name: str) -> None:
     """Queue a reconcile of one share (see WorkQueue)."""
     RT.work.add(("share", namespace, name), lambda: _reconcile_share(namespace, name))

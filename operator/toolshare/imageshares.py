@@ -61,8 +61,15 @@ async def on_imageshare(event, body, **_):
         CACHE.drop("imageshares", body)
     elif not CACHE.put("imageshares", body):
         return
+    await reconcile_repository(_repository(body))
+
+
+async def reconcile_repository(repository: str | None) -> None:
+    """Bring the status of every share of one repository in line; retry what failed to land."""
+    from .handlers import RT, retry_later, utcnow
+
     shares = all_shares()
-    repository = _repository(body)
+    failed = False
     for share in shares:
         if _repository(share) != repository:
             continue
@@ -71,8 +78,10 @@ async def on_imageshare(event, body, **_):
             continue
         meta = share["metadata"]
         try:
-            await asyncio.to_thread(RT.reconciler.kube.merge_patch_status, f"{GROUP}/{VERSION}", "ImageShare",
-                                    meta["namespace"], meta["name"], status)
+            await RT.reconciler.write(RT.reconciler.kube.merge_patch_status, f"{GROUP}/{VERSION}", "ImageShare",
+                                      meta["namespace"], meta["name"], status)
         except ApiError as e:
-            if e.status != 404:
+            if e.status != 404:  # 404: gone meanwhile; anything else (API server away, 5xx) may pass
                 log.warning("imageshare %s/%s: status write failed: %s", meta["namespace"], meta["name"], e)
+                failed = True
+    retry_later(("imageshare", repository), lambda: reconcile_repository(repository), failed)

@@ -143,7 +143,7 @@ class Reconciler:
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, name), asyncio.Lock())
 
-    async def _write(self, fn, *args):
+    async def write(self, fn, *args):
         try:
             # Our own pool: kopf runs sync handlers in the loop's default executor, and admission
             # requests must not queue behind a burst of child writes (or the reverse).
@@ -189,10 +189,10 @@ class Reconciler:
             try:
                 if child["kind"] == "Pod" and actual is not None:
                     # A Pod's spec is immutable: replace it. The next reconcile creates the new one.
-                    await self._write(self.kube.delete, "v1", "Pod", ns, child["metadata"]["name"])
+                    await self.write(self.kube.delete, "v1", "Pod", ns, child["metadata"]["name"])
                     self.written.forget(child)
                     continue
-                result = await self._write(self.kube.apply, child)
+                result = await self.write(self.kube.apply, child)
                 self.written.remember(result)
             except ApiError as e:
                 failed = f"writing {child['kind']} {child['metadata']['name']}: {e}"
@@ -200,7 +200,7 @@ class Reconciler:
         for key, actual in children.items():
             if key not in wanted and key[0] in CHILD_KINDS:
                 try:
-                    await self._write(self.kube.delete, actual["apiVersion"], key[0], ns, key[1])
+                    await self.write(self.kube.delete, actual["apiVersion"], key[0], ns, key[1])
                 except ApiError as e:
                     failed = f"deleting {key[0]} {key[1]}: {e}"
 
@@ -222,7 +222,7 @@ class Reconciler:
         }
         if not contains(status, new_status):
             try:
-                self.written.remember(await self._write(
+                self.written.remember(await self.write(
                     self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "ToolRun", ns, name, new_status))
             except ApiError as e:
                 if e.status != 404:  # 404: the run is gone, nothing to retry
@@ -247,7 +247,7 @@ class Reconciler:
         }
         if not contains(status, new_status):
             try:
-                self.written.remember(await self._write(
+                self.written.remember(await self.write(
                     self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "RunShare", ns, name, new_status))
             except ApiError as e:
                 if e.status != 404:

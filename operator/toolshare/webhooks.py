@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import kopf
+import urllib3
 from cryptography import x509
 
 from . import admission, sharing, webhookconfig
@@ -228,6 +229,8 @@ def _read_directory() -> tuple[Directory | None, str | None]:
                 log.warning("directory ConfigMap %s/%s not found: principals are not checked", *ref)
             return None, None
         return None, f"the directory ConfigMap {ref[0]}/{ref[1]} cannot be read ({e.status})"
+    except (urllib3.exceptions.HTTPError, OSError) as e:  # the API server is away (restarting)
+        return None, f"the directory ConfigMap {ref[0]}/{ref[1]} cannot be read (API server unreachable: {e})"
     try:
         return parse(cm.get("data")), None
     except DirectoryError as e:

@@ -49,3 +49,28 @@ def test_unreachable_api_server_keeps_the_share_verdict_for_its_runs(reconciler)
         asyncio.run(reconciler.reconcile_share(SHARE, {"nb": RUN}, NOW))
     assert err.value.result == render.share_state(SHARE, {"nb": RUN}, NOW, reconciler.policy)
     assert err.value.result.runs == ("nb",)
+
+
+def test_unreachable_api_server_retries_an_image_share_status(reconciler):
+    """An ImageShare status write that cannot land is scheduled again (it used to be dropped)."""
+    from toolshare import handlers, imageshares
+    from toolshare.cache import CACHE
+
+    share = {"apiVersion": "toolshare.dev/v1alpha1", "kind": "ImageShare",
+             "metadata": {"name": "img", "namespace": "ns", "uid": "u-img", "generation": 1, "resourceVersion": "3"},
+             "spec": {"owner": "alice", "image": "registry.example.org/team/nb", "users": ["bob"]}}
+    handlers.RT.reconciler, saved = reconciler, handlers.RT.reconciler
+    CACHE.put("imageshares", share)
+    key = ("imageshare", "registry.example.org/team/nb")
+
+    async def attempt():
+        await imageshares.reconcile_repository("registry.example.org/team/nb")
+        timer = handlers.RT.timers.pop(key)
+        timer.cancel()
+        return handlers.RT.backoff.pop(key)
+
+    try:
+        assert asyncio.run(attempt()) == 1.0  # the first retry, a second later
+    finally:
+        CACHE.drop("imageshares", share)
+        handlers.RT.reconciler = saved
