@@ -245,7 +245,7 @@ def profiler(proc: Proc, directory: str | None, name: str) -> subprocess.Popen |
         return None
     Path(directory).mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen([str(spy), "record", "--pid", str(proc.p.pid), "--format", "raw", "--rate", "50",
+    return subprocess.Popen([str(spy), "record", "--pid", str(proc.p.pid), "--format", "raw", "--rate", "50", "--threads", "--idle",
                              "--nonblocking", "-o", str(Path(directory) / f"{name}.txt")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
