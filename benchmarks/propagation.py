@@ -101,9 +101,12 @@ def diff(after: dict, before: dict) -> dict:
 class Proc:
     """A measured child process (the operator or the floor)."""
 
+    started: list["Proc"] = []  # stopped in bench()'s finally, whatever happened
+
     def __init__(self, argv: list[str], log: Path, env: dict):
         self.p = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env,
                                   start_new_session=True)
+        Proc.started.append(self)
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
@@ -323,6 +326,8 @@ async def bench(args) -> dict:
                 say(f"  p99 {phases[f'{rate:g}']['p99_ms']} ms, {phases[f'{rate:g}']['sustained_per_s']}/s")
             result["operator_by_rate"] = phases
             result["operator"] = phases[f"{max(args.rate):g}"]
+            if args.operator_only:
+                return result
             say("restart phase")
             # Restart with N unchanged runs: time until every run was reconciled once, and its writes.
             op.stop()
@@ -358,6 +363,8 @@ async def bench(args) -> dict:
             floor.stop()
             result["p99_ratio_to_floor"] = round(result["operator"]["p99_ms"] / max(result["floor"]["p99_ms"], 1e-9), 2)
     finally:
+        for proc in Proc.started:  # an exception must not leave an operator behind (own session)
+            proc.stop()
         cluster.down(directory, log=lambda *_: None)
     return result
 
@@ -370,6 +377,7 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of changes")
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--json", help="also write the result here")
+    p.add_argument("--operator-only", action="store_true", help="skip the restart and floor phases (experiments)")
     p.add_argument("--profile", metavar="DIR", help="py-spy the operator during the change phase into DIR")
     args = p.parse_args(argv)
     args.rate = args.rate or [100.0]

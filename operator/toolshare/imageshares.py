@@ -78,8 +78,8 @@ async def reconcile_repository(repository: str | None) -> None:
             continue
         meta = share["metadata"]
         try:
-            await RT.reconciler.write(RT.reconciler.kube.merge_patch_status, f"{GROUP}/{VERSION}", "ImageShare",
-                                      meta["namespace"], meta["name"], status)
+            await RT.reconciler.kube.amerge_patch_status(f"{GROUP}/{VERSION}", "ImageShare",
+                                                         meta["namespace"], meta["name"], status)
         except ApiError as e:
             if e.status != 404:  # 404: gone meanwhile; anything else (API server away, 5xx) may pass
                 log.warning("imageshare %s/%s: status write failed: %s", meta["namespace"], meta["name"], e)

@@ -8,8 +8,6 @@ the actual children, and write only the difference. An unchanged run costs zero 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import copy
 import datetime as dt
 import hashlib
@@ -19,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-import urllib3
 
 from . import render
 from .cache import CACHE, project
@@ -31,7 +28,6 @@ from .settings import Settings
 log = logging.getLogger("toolshare.reconcile")
 
 ANN_HASH = "toolshare.dev/render-hash"
-WRITERS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="toolshare-write")
 CHILD_KINDS = ("Pod", "Service", "Ingress", "NetworkPolicy")
 
 
@@ -143,17 +139,6 @@ class Reconciler:
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, name), asyncio.Lock())
 
-    async def write(self, fn, *args):
-        try:
-            # Our own pool: kopf runs sync handlers in the loop's default executor, and admission
-            # requests must not queue behind a burst of child writes (or the reverse).
-            return await asyncio.get_running_loop().run_in_executor(WRITERS, functools.partial(fn, *args))
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            # The API server is away (restarting, network): as transient as a 5xx, so it takes the
-            # same retry path. Escaping as-is, kopf would log and drop the event (on.event handlers
-            # are not retried) and the change would be lost until the next event for the run.
-            raise ApiError(0, f"API server unreachable: {e}") from e
-
     async def reconcile_run(self, run: Mapping, shares: list[Mapping], runs_by_name: Mapping[str, Mapping],
                             children: Mapping[tuple[str, str], Mapping], host_owner: Mapping | None,
                             now: dt.datetime) -> dict:
@@ -189,10 +174,10 @@ class Reconciler:
             try:
                 if child["kind"] == "Pod" and actual is not None:
                     # A Pod's spec is immutable: replace it. The next reconcile creates the new one.
-                    await self.write(self.kube.delete, "v1", "Pod", ns, child["metadata"]["name"])
+                    await self.kube.adelete("v1", "Pod", ns, child["metadata"]["name"])
                     self.written.forget(child)
                     continue
-                result = await self.write(self.kube.apply, child)
+                result = await self.kube.aapply(child)
                 self.written.remember(result)
             except ApiError as e:
                 failed = f"writing {child['kind']} {child['metadata']['name']}: {e}"
@@ -200,7 +185,7 @@ class Reconciler:
         for key, actual in children.items():
             if key not in wanted and key[0] in CHILD_KINDS:
                 try:
-                    await self.write(self.kube.delete, actual["apiVersion"], key[0], ns, key[1])
+                    await self.kube.adelete(actual["apiVersion"], key[0], ns, key[1])
                 except ApiError as e:
                     failed = f"deleting {key[0]} {key[1]}: {e}"
 
@@ -222,8 +207,8 @@ class Reconciler:
         }
         if not contains(status, new_status):
             try:
-                self.written.remember(await self.write(
-                    self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "ToolRun", ns, name, new_status))
+                self.written.remember(await self.kube.amerge_patch_status(
+                    "toolshare.dev/v1alpha1", "ToolRun", ns, name, new_status))
             except ApiError as e:
                 if e.status != 404:  # 404: the run is gone, nothing to retry
                     failed = f"writing status: {e}"
@@ -247,8 +232,8 @@ class Reconciler:
         }
         if not contains(status, new_status):
             try:
-                self.written.remember(await self.write(
-                    self.kube.merge_patch_status, "toolshare.dev/v1alpha1", "RunShare", ns, name, new_status))
+                self.written.remember(await self.kube.amerge_patch_status(
+                    "toolshare.dev/v1alpha1", "RunShare", ns, name, new_status))
             except ApiError as e:
                 if e.status != 404:
                     log.warning("share %s/%s: status write failed: %s", ns, name, e)

@@ -23,7 +23,8 @@ from . import allowlist, metrics
 from .identity import DEFAULT_USER_HEADER, IdentityUnavailable, OAuth2Proxy
 from .page import render_page
 from .shared import shared_with_me
-from .watch import ApiConfig, Reflector
+from ..apiconfig import ApiConfig
+from .watch import Reflector
 
 log = logging.getLogger("toolshare.gate")
 INGRESSES = "/apis/networking.k8s.io/v1/ingresses"

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import aiohttp
-import kubernetes
+
+from ..apiconfig import ApiConfig
 
 log = logging.getLogger("toolshare.gate.watch")
 WATCH_TIMEOUT = 300  # seconds the server keeps one watch open before we start the next
@@ -25,35 +24,6 @@ WATCH_TIMEOUT = 300  # seconds the server keeps one watch open before we start t
 
 class Gone(Exception):
     """The resourceVersion we watch from is too old (HTTP 410): list again."""
-
-
-@dataclass
-class ApiConfig:
-    host: str
-    ssl: ssl.SSLContext | bool
-    _config: kubernetes.client.Configuration
-
-    @classmethod
-    def load(cls, kubeconfig: str | None = None) -> "ApiConfig":
-        cfg = kubernetes.client.Configuration()
-        if kubeconfig:
-            kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        else:
-            try:
-                kubernetes.config.load_incluster_config(client_configuration=cfg)
-            except kubernetes.config.ConfigException:
-                kubernetes.config.load_kube_config(client_configuration=cfg)
-        context: ssl.SSLContext | bool = False
-        if cfg.verify_ssl:
-            context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
-            if cfg.cert_file:
-                context.load_cert_chain(cfg.cert_file, cfg.key_file)
-        return cls(cfg.host.rstrip("/"), context, cfg)
-
-    def headers(self) -> dict[str, str]:
-        # Asked on every request: the loader refreshes expiring in-cluster tokens here.
-        token = self._config.get_api_key_with_prefix("authorization") or self._config.get_api_key_with_prefix("BearerToken")
-        return {"Accept": "application/json", **({"Authorization": token} if token else {})}
 
 
 class Reflector:
