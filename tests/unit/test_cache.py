@@ -44,6 +44,16 @@ def test_an_older_version_never_replaces_a_newer_one():
     assert c.view("by_ref").get(("a", "old")) == [] and len(c.view("by_ref").get(("a", "new"))) == 1
 
 
+def test_the_same_version_again_is_not_indexed_again():
+    c = make()
+    calls = []
+    c._fns["xs"].append(("counted", lambda **kw: calls.append(kw["name"]) or None))
+    c.view("counted")
+    assert c.put("xs", obj("1", "one", 4)) and calls == ["one"]
+    assert c.put("xs", obj("1", "one", 4)) and calls == ["one"]  # kopf's listing after prefill's
+    assert c.put("xs", obj("1", "one", 5)) and calls == ["one", "one"]
+
+
 def test_one_packed_copy_per_version_is_shared_by_every_view_and_reads_are_fresh():
     c = make()
     c.put("xs", obj("1", "one", 5, spec={"ref": "r"}))
