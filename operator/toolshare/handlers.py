@@ -476,6 +476,7 @@ def _child_handler(plural: str):
             return
         if event["type"] == "DELETED":
             CACHE.drop(plural, body)
+            RT.reconciler.written.deleted(body)
         elif not CACHE.put(plural, body):
             return
         # A child changed by someone else (deleted, edited) or a Pod's phase can make a run disagree

@@ -97,6 +97,15 @@ class Written:
         self.objects.pop(self.key(obj), None)
         self._at.pop(self.key(obj), None)
 
+    def deleted(self, obj: Mapping) -> None:
+        """The object is gone: our last write of it must not stand in for it. Without this, a
+        child deleted while its write's echo was lost (a watch broken by an API server restart,
+        then a re-list without it) looked present to newest() and was never re-created."""
+        mine = self.objects.get(self.key(obj))
+        uid = (obj.get("metadata") or {}).get("uid")
+        if mine is not None and (not uid or mine["metadata"].get("uid") in (None, uid)):
+            self.forget(obj)
+
     def sweep(self) -> None:
         """Drop the writes whose echo the cache holds (newest() would prefer the cache's copy)."""
         old = time.monotonic() - self.max_age

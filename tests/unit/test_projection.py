@@ -172,3 +172,17 @@ def test_written_keeps_projections_until_the_cache_has_caught_up():
     written.max_age = -1  # older than max_age (object gone, echo never came): dropped too
     written.sweep()
     assert written.objects == {}
+
+
+def test_a_deleted_child_is_not_stood_in_for_by_our_last_write_of_it():
+    """A child we wrote, whose echo was lost and which was then deleted, must be re-created."""
+    written = Written(version=lambda uid: 0)
+    ours = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "r2.lab", "namespace": "ns", "uid": "u-old", "resourceVersion": "7"}}
+    key = Written.key(ours)
+    written.remember(ours)
+    assert written.newest(None, key) is not None  # looks present before the deletion is known
+    written.deleted({**ours, "metadata": {**ours["metadata"], "uid": "u-other"}})  # another incarnation
+    assert written.newest(None, key) is not None
+    written.deleted(ours)
+    assert written.newest(None, key) is None
