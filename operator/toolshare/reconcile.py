@@ -7,7 +7,6 @@ the actual children, and write only the difference. An unchanged run costs zero 
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 import hashlib
@@ -142,11 +141,7 @@ class Reconciler:
     kube: Kube
     settings: Settings
     policy: Policy = field(default_factory=Policy)
-    written: Written = field(default_factory=Written)
-    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-
-    def lock(self, namespace: str, name: str) -> asyncio.Lock:
-        return self.locks.setdefault((namespace, name), asyncio.Lock())
+    written: Written = field(default_factory=Written)  # one reconcile per key at a time: handlers.WorkQueue
 
     async def reconcile_run(self, run: Mapping, shares: list[Mapping], runs_by_name: Mapping[str, Mapping],
                             children: Mapping[tuple[str, str], Mapping], host_owner: Mapping | None,
