@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import signal
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks.kclient import KClient
-from benchmarks.propagation import Proc, reconciles, settle, say
+from benchmarks.propagation import Proc, emit, reconciles, settle, say
 from toolshare.controlplane import cluster
 from toolshare.controlplane.binaries import ensure_binaries
 from toolshare.devenv import install_crds
@@ -233,11 +232,7 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
-    result = asyncio.run(bench(args))
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
+    return emit(asyncio.run(bench(args)), args.json)
 
 
 if __name__ == "__main__":

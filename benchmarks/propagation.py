@@ -369,6 +369,15 @@ async def bench(args) -> dict:
     return result
 
 
+def emit(result: dict, path: str | None) -> int:
+    """Print a benchmark's result as JSON, and also write it to `path` if given (--json)."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path:
+        Path(path).write_text(text)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=1000)
@@ -381,11 +390,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile", metavar="DIR", help="py-spy the operator during the change phase into DIR")
     args = p.parse_args(argv)
     args.rate = args.rate or [100.0]
-    result = asyncio.run(bench(args))
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
+    return emit(asyncio.run(bench(args)), args.json)
 
 
 if __name__ == "__main__":
