@@ -18,12 +18,12 @@ venv: $(BIN)/.installed
 ## binaries: build (once, cached under ~/.cache/toolshare) or locate etcd, kube-apiserver, kube-controller-manager, kubectl, oauth2-proxy, helm
 binaries: venv
 	$(BIN)/toolshare cluster build
-	$(BIN)/python -m toolshare.oauth2proxy
-	$(BIN)/python -m toolshare.helm
+	$(BIN)/python -m toolshare.local.oauth2proxy
+	$(BIN)/python -m toolshare.local.helm
 
 ## sync (or crds): regenerate the chart's and manifests' copies of crds/ and the RBAC rules
 sync crds: venv
-	$(BIN)/python -m toolshare.syncmanifests
+	$(BIN)/python -m toolshare.local.syncmanifests
 
 ## deps: Debian packages the tests drive: nginx (auth_request) and chromium (browser test); apt only when missing
 deps:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from benchmarks.kclient import KClient
 from benchmarks.propagation import control_plane_cpu, say
-from toolshare.controlplane import cluster
-from toolshare.controlplane.binaries import ensure_binaries
-from toolshare.devenv import install_crds
+from toolshare.local.controlplane import cluster
+from toolshare.local.controlplane.binaries import ensure_binaries
+from toolshare.local.dev import install_crds
 
 NS = "cost"
 TR = f"/apis/toolshare.dev/v1alpha1/namespaces/{NS}/toolruns"

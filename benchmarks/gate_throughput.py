@@ -28,12 +28,12 @@ from pathlib import Path
 import kubernetes
 from aiohttp import web
 
-from toolshare import devservices
-from toolshare.controlplane import cluster
-from toolshare.controlplane.binaries import ensure_binaries
-from toolshare.controlplane.cluster import free_port
-from toolshare.devenv import install_crds
-from toolshare.devissuer import DevIssuer
+from toolshare.local import services as devservices
+from toolshare.local.controlplane import cluster
+from toolshare.local.controlplane.binaries import ensure_binaries
+from toolshare.local.controlplane.cluster import free_port
+from toolshare.local.dev import install_crds
+from toolshare.local.issuer import DevIssuer
 
 NS, RUN, EP = "bench-gate", "nb", "lab"
 

@@ -5,7 +5,7 @@ NetworkPolicy and one RunShare).
 
 starts a local control plane, creates N runs and N shares as admin before the operator starts
 (spec.owner and the sharer annotations set, so no admission webhook is involved), starts the
-operator as in production (`python -m toolshare.cli operator`, its own process), waits until every
+operator as in production (`python -m toolshare.cli.main operator`, its own process), waits until every
 Ingress exists and the writes have settled, and reports its RSS (and peak RSS). Then it restarts
 the operator on the unchanged cluster, waits until every run was reconciled, and reports the RSS
 again (the steady state of a restarted operator: the cache filled by LIST, kopf's watches).
@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 
 from benchmarks.kclient import KClient
-from benchmarks.propagation import Proc, emit, reconciles, settle, say
-from toolshare.controlplane import cluster
-from toolshare.controlplane.binaries import ensure_binaries
-from toolshare.devenv import install_crds
-from toolshare.sharing import ANN_SHARED_BY, ANN_SHARED_BY_GROUPS
+from benchmarks.propagation import Proc, emit, reconciles, say, settle
+from toolshare.access import ANN_SHARED_BY, ANN_SHARED_BY_GROUPS
+from toolshare.local.controlplane import cluster
+from toolshare.local.controlplane.binaries import ensure_binaries
+from toolshare.local.dev import install_crds
 
 NS = "mem"
 GROUP = "/apis/toolshare.dev/v1alpha1"
@@ -112,7 +112,7 @@ def operator_argv(metrics_port: int, trace: Path | None) -> list[str]:
     if trace is not None:
         return [sys.executable, "-m", "benchmarks.memory", "--traced-operator", str(trace), "--metrics-port",
                 str(metrics_port)]
-    return [sys.executable, "-m", "toolshare.cli", "operator", "--metrics-port", str(metrics_port)]
+    return [sys.executable, "-m", "toolshare.cli.main", "operator", "--metrics-port", str(metrics_port)]
 
 
 def traced_operator(out: str, metrics_port: str) -> int:
@@ -126,7 +126,7 @@ def traced_operator(out: str, metrics_port: str) -> int:
         Path(out + ".done").write_text("")
 
     signal.signal(signal.SIGUSR1, dump)
-    from toolshare import cli
+    from toolshare.cli.main import main as cli
 
     return cli.main(["operator", "--metrics-port", metrics_port])
 

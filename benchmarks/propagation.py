@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 from benchmarks.kclient import KClient
-from toolshare.controlplane import cluster
-from toolshare.controlplane.binaries import ensure_binaries
-from toolshare.devenv import install_crds
+from toolshare.local.controlplane import cluster
+from toolshare.local.controlplane.binaries import ensure_binaries
+from toolshare.local.dev import install_crds
 
 NS = "bench"
 OURS = {"pods", "services", "ingresses", "networkpolicies", "toolruns", "runshares", "events"}
@@ -260,7 +260,7 @@ def stop_profiler(spy: subprocess.Popen | None) -> None:
 
 
 def operator_argv(metrics_port: int) -> list[str]:
-    return [sys.executable, "-m", "toolshare.cli", "operator", "--metrics-port", str(metrics_port)]
+    return [sys.executable, "-m", "toolshare.cli.main", "operator", "--metrics-port", str(metrics_port)]
 
 
 async def wait_webhooks(k: KClient, timeout: float = 60) -> None:

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import kubernetes
 
-from toolshare import devservices
-from toolshare.controlplane import cluster
-from toolshare.controlplane.binaries import ensure_binaries
-from toolshare.controlplane.cluster import free_port
-from toolshare.devenv import install_crds
-from toolshare.devissuer import DevIssuer
+from toolshare.local import services as devservices
+from toolshare.local.controlplane import cluster
+from toolshare.local.controlplane.binaries import ensure_binaries
+from toolshare.local.controlplane.cluster import free_port
+from toolshare.local.dev import install_crds
+from toolshare.local.issuer import DevIssuer
 
 NS, RUN = "bench-gate", "nb"
 GROUP, VERSION = "toolshare.dev", "v1alpha1"
@@ -76,7 +76,7 @@ def wait_status(checker: Checker, path: str, want: int, timeout: float = 30.0, i
 def start_operator(kubeconfig: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{free_port()}",
            "TOOLSHARE_WEBHOOK_CERT_DIR": str(log.parent / "webhook")}
-    return subprocess.Popen([sys.executable, "-m", "toolshare.cli", "operator", "--kubeconfig", str(kubeconfig)],
+    return subprocess.Popen([sys.executable, "-m", "toolshare.cli.main", "operator", "--kubeconfig", str(kubeconfig)],
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from tests.support import helm as h
-from toolshare import cli
-from toolshare.controlplane.binaries import ensure_binaries
-from toolshare.devenv import repo_root
+from toolshare.cli.main import main as cli
+from toolshare.local.controlplane.binaries import ensure_binaries
+from toolshare.local.dev import repo_root
 
 # kustomize cannot make a certificate: there the operator makes its own and keeps the configurations
 # itself (--webhook-service). helm install --create-namespace makes the namespace.
@@ -112,7 +112,7 @@ def test_webhook_configurations_are_what_the_operator_would_write(values):
     """The chart writes them (the operator runs with --webhook-config=none), so they must be exactly
     webhookconfig.py's for the same policy: names, rules, paths (kopf routes by the last path
     segment), policies and the matchConditions' CEL."""
-    from toolshare import webhookconfig
+    from toolshare.admission import webhookconfig
     from toolshare.policy import Policy
 
     chart = h.by_key(h.template(values)[1])
@@ -129,8 +129,8 @@ def test_webhook_configurations_route_to_kopfs_handlers():
     """Every configured webhook's path is a handler id kopf serves, mutating or validating alike."""
     import kopf
 
-    import toolshare.webhooks  # noqa: F401  (registers the handlers)
-    from toolshare import webhookconfig
+    import toolshare.admission.webhooks  # noqa: F401  (registers the handlers)
+    from toolshare.admission import webhookconfig
 
     handlers = kopf.get_default_registry()._webhooks.get_all_handlers()
     served = {(h.id, h.reason.value == "mutating", h.selector.any_name) for h in handlers}

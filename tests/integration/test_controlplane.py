@@ -105,7 +105,7 @@ def test_garbage_collector_deletes_orphans(cluster, namespace):
 
 
 def test_kubectl_auth_whoami_reports_alice_and_her_groups(cluster):
-    from toolshare.controlplane.binaries import ensure_binaries
+    from toolshare.local.controlplane.binaries import ensure_binaries
 
     kubectl = str(ensure_binaries().path("kubectl"))
     out = subprocess.run([kubectl, "--kubeconfig", str(cluster.kubeconfig("alice")), "auth", "whoami", "-o", "json"],
@@ -128,7 +128,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_cluster_down_leaves_no_process_and_stale_dir_is_recovered():
-    from toolshare.controlplane import cluster
+    from toolshare.local.controlplane import cluster
 
     directory = Path(tempfile.mkdtemp(prefix="toolshare-lifecycle-"))
     state = cluster.up(directory)

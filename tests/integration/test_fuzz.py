@@ -23,13 +23,12 @@ from pathlib import Path
 import kubernetes
 import pytest
 import yaml
-from hypothesis import HealthCheck, Phase, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, Phase, event, given, settings, strategies as st
 
 from tests.support.expected import converged, stored
 from tests.support.objects import GROUP, VERSION, Toolshare, toolrun
 from tests.support.wait import wait_for
-from toolshare import render
+from toolshare import model, render
 from toolshare.principals import is_valid_principal
 
 # No shrinking in CI: each attempt on a real cluster can wait for convergence, and the first
@@ -160,7 +159,7 @@ def ssh_and_annotation_violations(client, namespace: str) -> list[str]:
     runs = {r["metadata"]["name"]: r for r in stored(client, namespace, "toolruns")}
     net = kubernetes.client.NetworkingV1Api(client)
     core = kubernetes.client.CoreV1Api(client)
-    selector = f"{render.LABEL_MANAGED_BY}={render.MANAGED_BY}"
+    selector = f"{model.LABEL_MANAGED_BY}={model.MANAGED_BY}"
     out = []
 
     def ssh_of(run_name):
@@ -169,11 +168,11 @@ def ssh_and_annotation_violations(client, namespace: str) -> list[str]:
                 {e.get("port") for e in eps if e.get("protocol") not in ("http", "https")} | {22})
 
     for svc in core.list_namespaced_service(namespace, label_selector=selector).items:
-        names, ports = ssh_of(svc.metadata.labels[render.LABEL_RUN])
+        names, ports = ssh_of(svc.metadata.labels[model.LABEL_RUN])
         out += [f"Service {svc.metadata.name} exposes {p.name}/{p.port}" for p in svc.spec.ports
                 if p.name in names or p.port in ports]
     for ing in net.list_namespaced_ingress(namespace, label_selector=selector).items:
-        names, _ = ssh_of(ing.metadata.labels[render.LABEL_RUN])
+        names, _ = ssh_of(ing.metadata.labels[model.LABEL_RUN])
         for rule in ing.spec.rules or []:
             for path in rule.http.paths:
                 if path.backend.service.port.name in names:
@@ -184,7 +183,7 @@ def ssh_and_annotation_violations(client, namespace: str) -> list[str]:
             if bad:
                 out.append(f"Ingress {ing.metadata.name} {key} carries {bad!r}")
     for pol in net.list_namespaced_network_policy(namespace, label_selector=selector).items:
-        names, ports = ssh_of(pol.metadata.labels[render.LABEL_RUN])
+        names, ports = ssh_of(pol.metadata.labels[model.LABEL_RUN])
         for rule in pol.spec.ingress or []:
             if any(peer.namespace_selector is not None for peer in rule._from or []):
                 out += [f"NetworkPolicy {pol.metadata.name} lets the ingress namespace reach {p.port}"

@@ -15,7 +15,7 @@ import pytest
 from tests.support.auth import PEOPLE, get, matrix
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.wait import wait_for
-from toolshare import devservices
+from toolshare.local import services as devservices
 
 OWNER_ONLY = (202, 403, 403, 403, 401)
 SHARED = (202, 202, 202, 403, 401)

@@ -16,8 +16,8 @@ import yaml
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.rbac import bind_edit
 from tests.support.wait import wait_for
-from toolshare.controlplane.binaries import ensure_binaries
-from toolshare.devenv import repo_root
+from toolshare.local.controlplane.binaries import ensure_binaries
+from toolshare.local.dev import repo_root
 
 GITOPS = repo_root() / "examples" / "gitops"
 TENANT = GITOPS / "tenants" / "team-a"

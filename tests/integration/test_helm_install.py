@@ -20,15 +20,14 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from tests.support import cluster as support
-from tests.support import helm as h
+from tests.support import cluster as support, helm as h
 from tests.support.objects import GROUP, VERSION, Toolshare, runshare, toolrun
 from tests.support.rbac import bind_edit, service_account_kubeconfig
 from tests.support.wait import wait_for
-from toolshare import devservices
-from toolshare.controlplane import cluster as controlplane
-from toolshare.controlplane.binaries import ensure_binaries
-from toolshare.controlplane.cluster import free_port
+from toolshare.local import services as devservices
+from toolshare.local.controlplane import cluster as controlplane
+from toolshare.local.controlplane.binaries import ensure_binaries
+from toolshare.local.controlplane.cluster import free_port
 
 NS, RELEASE = "toolshare-system", "toolshare"
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
@@ -68,7 +67,7 @@ class Installed:
         env = {e.name: e.value or "" for e in c.env or []}
         sa = self.work / f"{component}.kubeconfig"
         service_account_kubeconfig(self.tc, NS, f"{RELEASE}-{component}", sa)
-        return [sys.executable, "-m", "toolshare.cli", *c.command[1:], *args, "--kubeconfig", str(sa)], env
+        return [sys.executable, "-m", "toolshare.cli.main", *c.command[1:], *args, "--kubeconfig", str(sa)], env
 
     def start_operator(self) -> devservices.Service:
         health = free_port()

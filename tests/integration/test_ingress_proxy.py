@@ -14,10 +14,10 @@ import kubernetes
 import pytest
 
 from tests.support.auth import get
-from toolshare.devingress import Nginx, endpoint_slice
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.wait import wait_for
-from toolshare import devservices
+from toolshare.local import services as devservices
+from toolshare.local.nginx import Nginx, endpoint_slice
 
 
 @pytest.fixture

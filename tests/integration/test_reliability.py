@@ -31,8 +31,8 @@ from tests.support.install import install_crds, start_operator
 from tests.support.objects import GROUP, VERSION, Toolshare, runshare, toolrun
 from tests.support.operator_process import OperatorProcess
 from tests.support.wait import wait_for
-from toolshare import devservices
-from toolshare.controlplane import cluster as controlplane
+from toolshare.local import services as devservices
+from toolshare.local.controlplane import cluster as controlplane
 
 BURST = 500
 

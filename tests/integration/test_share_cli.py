@@ -15,7 +15,7 @@ import kubernetes
 from tests.support.auth import matrix
 from tests.support.objects import Toolshare, toolrun
 from tests.support.wait import wait_for
-from toolshare.controlplane.binaries import ensure_binaries
+from toolshare.local.controlplane.binaries import ensure_binaries
 
 OWNER_ONLY = (202, 403, 403, 403, 401)
 SHARED = (202, 202, 202, 403, 401)

@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from toolshare import devservices
-from toolshare.devissuer import DevIssuer
+from toolshare.local import services as devservices
+from toolshare.local.issuer import DevIssuer
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,7 @@ def start() -> TestCluster:
         check_disposable(path)
         users = os.environ.get("TOOLSHARE_USERS_DIR")
         return TestCluster(path, Path(users).resolve() if users else None)
-    from toolshare.controlplane import cluster
+    from toolshare.local.controlplane import cluster
 
     directory = Path(os.environ.get("TOOLSHARE_TEST_CLUSTER_DIR") or tempfile.mkdtemp(prefix="toolshare-test-"))
     cluster.up(directory)
@@ -83,6 +83,6 @@ def stop(tc: TestCluster) -> None:
     for c in tc._clients.values():
         c.close()
     if tc.local_dir is not None:
-        from toolshare.controlplane import cluster
+        from toolshare.local.controlplane import cluster
 
         cluster.down(tc.local_dir)

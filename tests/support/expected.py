@@ -18,9 +18,10 @@ from collections.abc import Mapping
 import kubernetes
 
 from tests.support import rbac
-from toolshare import render
+from toolshare import access, model, render
+from toolshare.controller.reconcile import finish_child
+from toolshare.model import host_claims
 from toolshare.policy import Policy
-from toolshare.reconcile import finish_child, host_claims
 from toolshare.settings import Settings
 
 GROUP, VERSION = "toolshare.dev", "v1alpha1"
@@ -28,7 +29,7 @@ GROUP, VERSION = "toolshare.dev", "v1alpha1"
 CHILDREN = {"Pod": ("/api/v1", "pods"), "Service": ("/api/v1", "services"),
             "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
             "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies")}
-MANAGED = f"{render.LABEL_MANAGED_BY}={render.MANAGED_BY}"
+MANAGED = f"{model.LABEL_MANAGED_BY}={model.MANAGED_BY}"
 # The operator under test runs with the tests' policy (tests/support/install.py) and the
 # environment's settings.
 POLICY = Policy.from_env(rbac.POLICY_ENV)
@@ -63,9 +64,9 @@ def expected_children(runs: list[Mapping], shares: list[Mapping], now: dt.dateti
     claims = host_claims(runs, settings)
     out = {}
     for run in runs:
-        if render.validate_run(run):
+        if model.validate_run(run):
             continue  # Ready=False InvalidSpec and no children
-        holder = claims.get(render.host_for(run, settings))
+        holder = claims.get(model.host_for(run, settings))
         conflict = holder is not None and holder["metadata"]["uid"] != run["metadata"]["uid"]
         for child in render.render_children(run, shares, settings, now, by_name, POLICY):
             if conflict and child["kind"] == "Ingress":
@@ -99,13 +100,13 @@ def _ready(obj: Mapping) -> dict | None:
 def run_expectation(run: Mapping, runs: list[Mapping], shares: list[Mapping], now: dt.datetime,
                     settings: Settings) -> dict:
     """The status fields of one run the operator must have written (urls, sharedWith, Ready)."""
-    problems = render.validate_run(run)
+    problems = model.validate_run(run)
     if problems:
         return {"urls": [], "sharedWith": {"users": [], "groups": [], "summary": ""},
                 "ready": ("False", "InvalidSpec", "; ".join(problems))}
     by_name = {r["metadata"]["name"]: r for r in runs}
     status = render.run_status(run, shares, settings, now, by_name, POLICY)
-    holder = host_claims(runs, settings).get(render.host_for(run, settings))
+    holder = host_claims(runs, settings).get(model.host_for(run, settings))
     if holder is not None and holder["metadata"]["uid"] != run["metadata"]["uid"]:
         return {**status, "ready": ("False", "FriendlyNameConflict", None)}
     return {**status, "ready": ("True", "Reconciled", None)}
@@ -134,10 +135,10 @@ def differences(client, namespace: str, settings: Settings | None = None) -> lis
                        f"  got {got}, observedGeneration {cond.get('observedGeneration')}")
     by_name = {r["metadata"]["name"]: r for r in runs}
     for share in shares:
-        state = render.share_state(share, by_name, now, POLICY)
+        state = access.share_state(share, by_name, now, POLICY)
         cond = _ready(share) or {}
         # No observedGeneration on a share: a spec change that keeps the verdict writes no status.
-        expect = (list(state.runs), "True" if state.reason == render.ACTIVE else "False", state.reason,
+        expect = (list(state.runs), "True" if state.reason == access.ACTIVE else "False", state.reason,
                   state.message)
         got = ((share.get("status") or {}).get("runs"), cond.get("status"), cond.get("reason"), cond.get("message"))
         if got != expect:

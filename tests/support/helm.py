@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from toolshare import helm as helmtool
-from toolshare.controlplane.binaries import ensure_binaries
-from toolshare.devenv import repo_root
+from toolshare.local import helm as helmtool
+from toolshare.local.controlplane.binaries import ensure_binaries
+from toolshare.local.dev import repo_root
 
 CHART = repo_root() / "charts" / "toolshare"
 MANIFESTS = repo_root() / "manifests"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tests.support import rbac
 from tests.support.operator_process import OperatorProcess, wait_for_webhooks
-from toolshare.controlplane.binaries import ensure_binaries
-from toolshare.controlplane.cluster import free_port
-from toolshare.devenv import install_crds as _install_crds
+from toolshare.local.controlplane.binaries import ensure_binaries
+from toolshare.local.controlplane.cluster import free_port
+from toolshare.local.dev import install_crds as _install_crds
 
 
 def install_crds(cluster) -> None:

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from toolshare.controlplane.cluster import free_port
+from toolshare.local.controlplane.cluster import free_port
 
 
 class OperatorProcess:
@@ -26,7 +26,7 @@ class OperatorProcess:
         self.metrics_port = free_port()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "toolshare.cli", "operator", "--kubeconfig", str(self.kubeconfig),
+            [sys.executable, "-m", "toolshare.cli.main", "operator", "--kubeconfig", str(self.kubeconfig),
              "--liveness", f"http://127.0.0.1:{self.port}/healthz", "--metrics-port", str(self.metrics_port)]
             # kopf's debug log (every event, watch restarts) when a test needs explaining
             + (["--verbose"] if os.environ.get("TOOLSHARE_TEST_OPERATOR_VERBOSE") == "1" else []),

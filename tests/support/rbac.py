@@ -3,14 +3,13 @@ RoleBindings that let the test users work in a namespace (RBAC and admission bot
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 import kubernetes
 import yaml
 
-from toolshare.devenv import kubectl, repo_root
+from toolshare.local.dev import kubectl, repo_root
 
 OPERATOR_NAMESPACE, OPERATOR_SA = "toolshare-system", "toolshare-operator"
 # The session operator's admission policy (tests/integration/test_admission.py relies on it): a GitOps

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolshare import admission, directory, images, render, sharing
-from toolshare.admission import CREATE, UPDATE, Requester
+from toolshare import access, images
+from toolshare.admission import decisions as admission, directory
+from toolshare.admission.decisions import CREATE, UPDATE, Requester
 from toolshare.policy import Policy, PolicyError, TrustedApplier, parse_trusted_appliers
 
 ALICE = Requester("alice", ("lab", "data-science", "system:authenticated"))
@@ -100,18 +101,18 @@ def test_reconciler_does_not_honour_an_unrecorded_or_unallowed_sharer():
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     runs = {"nb": run()}
     unrecorded = share()
-    assert render.share_state(unrecorded, runs, now).reason == render.ACTIVE  # no policy: no check
-    state = render.share_state(unrecorded, runs, now, POLICY)
-    assert state.reason == render.INVALID and "shared-by" in state.message
-    by_bob = share(annotations=sharing.sharer_annotations("bob", ["lab"], POLICY))
-    state = render.share_state(by_bob, runs, now, POLICY)
-    assert state.reason == render.INVALID and "owned by 'alice'" in state.message
-    assert render.access_for(runs["nb"], [by_bob], now, runs, POLICY)["lab"].users == ()
-    by_alice = share(annotations=sharing.sharer_annotations("alice", ALICE.groups, POLICY))
-    assert render.share_state(by_alice, runs, now, POLICY).reason == render.ACTIVE
-    by_admin = share(annotations=sharing.sharer_annotations("root", ADMIN.groups, POLICY))
-    assert by_admin["metadata"]["annotations"][sharing.ANN_SHARED_BY_GROUPS] == "toolshare:admins"
-    assert render.share_state(by_admin, runs, now, POLICY).reason == render.ACTIVE
+    assert access.share_state(unrecorded, runs, now).reason == access.ACTIVE  # no policy: no check
+    state = access.share_state(unrecorded, runs, now, POLICY)
+    assert state.reason == access.INVALID and "shared-by" in state.message
+    by_bob = share(annotations=access.sharer_annotations("bob", ["lab"], POLICY))
+    state = access.share_state(by_bob, runs, now, POLICY)
+    assert state.reason == access.INVALID and "owned by 'alice'" in state.message
+    assert access.access_for(runs["nb"], [by_bob], now, runs, POLICY)["lab"].users == ()
+    by_alice = share(annotations=access.sharer_annotations("alice", ALICE.groups, POLICY))
+    assert access.share_state(by_alice, runs, now, POLICY).reason == access.ACTIVE
+    by_admin = share(annotations=access.sharer_annotations("root", ADMIN.groups, POLICY))
+    assert by_admin["metadata"]["annotations"][access.ANN_SHARED_BY_GROUPS] == "toolshare:admins"
+    assert access.share_state(by_admin, runs, now, POLICY).reason == access.ACTIVE
 
 
 def test_only_conferring_groups_are_recorded():

@@ -1,6 +1,6 @@
 """The operator's cache: views like kopf indexes, newest version wins, drops unlink everything."""
 
-from toolshare.cache import Cache, Source
+from toolshare.state.cache import Cache, Source
 
 
 def obj(uid, name, rv, ns="a", labels=None, spec=None):
@@ -70,7 +70,7 @@ def test_one_packed_copy_per_version_is_shared_by_every_view_and_reads_are_fresh
 def test_kopf_keeps_no_memory_per_object():
     import asyncio
 
-    from toolshare.cache import ForgetfulMemories
+    from toolshare.manager import ForgetfulMemories
 
     memories = ForgetfulMemories()
     memory = asyncio.run(memories.recall({"metadata": {"uid": "u"}}, noticed_by_listing=True))
@@ -78,7 +78,7 @@ def test_kopf_keeps_no_memory_per_object():
 
 
 def test_the_start_up_list_is_read_page_by_page():
-    from toolshare.cache import list_pages
+    from toolshare.state.cache import list_pages
 
     class Kube:
         def __init__(self):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from toolshare.controlplane import binaries
+from toolshare.local.controlplane import binaries
 
 
 def _module(tmp_path: Path, extra: str = "") -> Path:

@@ -10,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from toolshare import render
+from toolshare import model
 from toolshare.principals import DNS_LABEL_PATTERN, PRINCIPAL_PATTERN
 
 CRDS = pathlib.Path(__file__).resolve().parents[2] / "crds"
@@ -170,7 +170,7 @@ def test_toolrun_fields():
     assert item["required"] == ["name", "port", "protocol"]
     assert item["properties"]["protocol"]["enum"] == ["http", "https", "ssh"]
     assert (item["properties"]["port"]["minimum"], item["properties"]["port"]["maximum"]) == (1, 65535)
-    assert item["properties"]["name"]["maxLength"] == render.ENDPOINT_NAME_MAX_LENGTH
+    assert item["properties"]["name"]["maxLength"] == model.ENDPOINT_NAME_MAX_LENGTH
     status = schema(TOOLRUN)["properties"]["status"]["properties"]
     assert set(status) == {"observedGeneration", "podPhase", "conditions", "urls", "sharedWith"}
     assert set(status["sharedWith"]["properties"]) == {"users", "groups", "summary"}
@@ -183,10 +183,10 @@ def test_runshare_fields():
     assert set(spec["properties"]) == {"runRef", "runSelector", "users", "groups", "endpoints", "expiresAt"}
     assert spec["properties"]["expiresAt"]["format"] == "date-time"
     for field in ("users", "groups"):
-        assert spec["properties"][field]["maxItems"] == render.MAX_PRINCIPALS
+        assert spec["properties"][field]["maxItems"] == model.MAX_PRINCIPALS
         assert spec["properties"][field]["items"]["maxLength"] == 253
     expr = spec["properties"]["runSelector"]["properties"]["matchExpressions"]["items"]
-    assert expr["properties"]["operator"]["enum"] == list(render.SELECTOR_OPERATORS)
+    assert expr["properties"]["operator"]["enum"] == list(model.SELECTOR_OPERATORS)
     status = schema(RUNSHARE)["properties"]["status"]["properties"]
     assert set(status) == {"runs", "conditions"}
 
@@ -203,9 +203,9 @@ def test_the_principal_regex_is_the_one_in_principals_py():
 
 def test_the_other_grammars_match_the_renderer():
     toolrun, runshare = cel_regexes(TOOLRUN), cel_regexes(RUNSHARE)
-    assert render.RUN_NAME_RE.pattern in toolrun and render.RUN_NAME_RE.pattern in runshare
-    assert render.ENDPOINT_NAME_RE.pattern in toolrun and render.ENDPOINT_NAME_RE.pattern in runshare
-    assert render.PATH_RE.pattern in toolrun
+    assert model.RUN_NAME_RE.pattern in toolrun and model.RUN_NAME_RE.pattern in runshare
+    assert model.ENDPOINT_NAME_RE.pattern in toolrun and model.ENDPOINT_NAME_RE.pattern in runshare
+    assert model.PATH_RE.pattern in toolrun
     assert DNS_LABEL_PATTERN in toolrun  # friendlyName
     # In YAML the label-key regex escapes its dots twice (YAML, then the CEL string literal).
-    assert render._LABEL_KEY_RE.pattern in {r.replace("\\\\", "\\") for r in runshare}
+    assert model._LABEL_KEY_RE.pattern in {r.replace("\\\\", "\\") for r in runshare}

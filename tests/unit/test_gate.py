@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from hypothesis import given, strategies as st
 
-from toolshare import render
+from toolshare import model, render
 from toolshare.gate.allowlist import Entry, Identity, Store, entry_from_ingress, verdict
 from toolshare.gate.identity import IdentityUnavailable, forwarded_headers, identity_from_headers
 from toolshare.gate.page import render_page
@@ -67,7 +67,7 @@ def test_unknown_is_404_only_for_someone_signed_in():
 
 def test_only_operator_ingresses_count():
     ingress = render.render_ingresses(_run(), [], SETTINGS, NOW)[0]
-    ingress["metadata"]["labels"][render.LABEL_MANAGED_BY] = "someone-else"
+    ingress["metadata"]["labels"][model.LABEL_MANAGED_BY] = "someone-else"
     assert entry_from_ingress(ingress) is None
 
 

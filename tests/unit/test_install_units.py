@@ -7,9 +7,11 @@ import logging
 
 import pytest
 
-from toolshare import logs, syncmanifests
+from toolshare import logs
+from toolshare.admission.certs import provided_certs
+from toolshare.admission.webhooks import WebhookConfig, parse_service
 from toolshare.gate import metrics as gate_metrics
-from toolshare.webhooks import WebhookConfig, parse_service, provided_certs
+from toolshare.local import syncmanifests
 
 
 def test_generated_copies_match_their_sources():
@@ -91,7 +93,7 @@ def test_observability_examples_and_docs_use_only_real_metrics():
 
     import prometheus_client
 
-    import toolshare.metrics  # noqa: F401  (registers the operator's metrics)
+    import toolshare.controller.metrics  # noqa: F401  (registers the operator's metrics)
 
     registered = {m.name for m in prometheus_client.REGISTRY.collect() if m.name.startswith("toolshare_")}
     examples = syncmanifests.ROOT / "examples" / "observability"

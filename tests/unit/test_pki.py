@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from toolshare.controlplane import pki
+from toolshare import pki
 
 
 def test_pki_is_made_once_and_tokens_cover_every_identity(tmp_path):

@@ -12,10 +12,10 @@ import datetime as dt
 import pytest
 
 from tests.support.objects import runshare, toolrun
-from toolshare import render
-from toolshare.cache import SERVER_FILLED_SPEC, pack, project, unpack
-from toolshare.reconcile import Written, finish_child, needs_write
+from toolshare import access, model, render
+from toolshare.controller.reconcile import Written, finish_child, needs_write
 from toolshare.settings import Settings
+from toolshare.state.cache import SERVER_FILLED_SPEC, pack, project, unpack
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
 SETTINGS = [Settings(), Settings(tls_cluster_issuer="letsencrypt", ingress_class="public",
@@ -141,8 +141,8 @@ def test_a_stored_run_and_share_decide_like_the_whole_objects():
                 == render.render_children(run, [share], settings, NOW, {"nb": run}))
         assert (render.run_status(srun, [sshare], settings, NOW, {"nb": srun})
                 == render.run_status(run, [share], settings, NOW, {"nb": run}))
-        assert render.host_for(srun, settings) == render.host_for(run, settings)
-    assert render.share_state(sshare, {"nb": srun}, NOW) == render.share_state(share, {"nb": run}, NOW)
+        assert model.host_for(srun, settings) == model.host_for(run, settings)
+    assert access.share_state(sshare, {"nb": srun}, NOW) == access.share_state(share, {"nb": run}, NOW)
     deleting = copy.deepcopy(run)
     deleting["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z"
     assert stored(deleting)["metadata"]["deletionTimestamp"] == "2026-11-22T00:00:00Z"

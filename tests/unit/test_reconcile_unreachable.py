@@ -13,10 +13,10 @@ import datetime as dt
 import kubernetes
 import pytest
 
-from toolshare import render
-from toolshare.controlplane.cluster import free_port
-from toolshare.kube import Kube
-from toolshare.reconcile import Reconciler, RetryLater
+from toolshare import access
+from toolshare.client.kube import Kube
+from toolshare.controller.reconcile import Reconciler, RetryLater
+from toolshare.local.controlplane.cluster import free_port
 from toolshare.settings import Settings
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
@@ -47,30 +47,30 @@ def test_unreachable_api_server_means_retry_later_for_a_run(reconciler):
 def test_unreachable_api_server_keeps_the_share_verdict_for_its_runs(reconciler):
     with pytest.raises(RetryLater) as err:
         asyncio.run(reconciler.reconcile_share(SHARE, {"nb": RUN}, NOW))
-    assert err.value.result == render.share_state(SHARE, {"nb": RUN}, NOW, reconciler.policy)
+    assert err.value.result == access.share_state(SHARE, {"nb": RUN}, NOW, reconciler.policy)
     assert err.value.result.runs == ("nb",)
 
 
 def test_unreachable_api_server_retries_an_image_share_status(reconciler):
     """An ImageShare status write that cannot land is scheduled again (it used to be dropped)."""
-    from toolshare import handlers, imageshares
-    from toolshare.cache import CACHE
+    from toolshare.controller import imageshares, work
+    from toolshare.state.cache import CACHE
 
     share = {"apiVersion": "toolshare.dev/v1alpha1", "kind": "ImageShare",
              "metadata": {"name": "img", "namespace": "ns", "uid": "u-img", "generation": 1, "resourceVersion": "3"},
              "spec": {"owner": "alice", "image": "registry.example.org/team/nb", "users": ["bob"]}}
-    handlers.RT.reconciler, saved = reconciler, handlers.RT.reconciler
+    work.RT.reconciler, saved = reconciler, work.RT.reconciler
     CACHE.put("imageshares", share)
     key = ("imageshare", "registry.example.org/team/nb")
 
     async def attempt():
         await imageshares.reconcile_repository("registry.example.org/team/nb")
-        timer = handlers.RT.timers.pop(key)
+        timer = work.RT.timers.timers.pop(key)
         timer.cancel()
-        return handlers.RT.backoff.pop(key)
+        return work.RT.timers.backoff.pop(key)
 
     try:
         assert asyncio.run(attempt()) == 1.0  # the first retry, a second later
     finally:
         CACHE.drop("imageshares", share)
-        handlers.RT.reconciler = saved
+        work.RT.reconciler = saved

@@ -1,7 +1,7 @@
 """After kopf lists a kind again, objects the cache holds but the list lacks were deleted unseen."""
 
-from toolshare.cache import Cache, Source
-from toolshare.relist import vanished
+from toolshare.state.cache import Cache, Source
+from toolshare.state.relist import vanished
 
 
 def obj(uid, name, rv, run="r"):

@@ -4,10 +4,9 @@ import copy
 import datetime as dt
 
 import pytest
-from hypothesis import HealthCheck, Phase, find, given, settings as hsettings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, Phase, find, given, settings as hsettings, strategies as st
 
-from toolshare import render as r
+from toolshare import access, model, render
 from toolshare.principals import is_dns_label, is_valid_principal
 from toolshare.settings import Settings
 
@@ -49,9 +48,9 @@ def test_http_endpoints_keep_http_and_https_in_spec_order():
         {"name": "ssh", "port": 22, "protocol": "ssh"},
         {"name": "jupyter", "port": 8888, "protocol": "http"},
     ])
-    assert r.http_endpoints(run) == [r.Endpoint("tb", 6006, "https", "/tb"),
-                                     r.Endpoint("jupyter", 8888, "http", "/")]
-    assert r.ssh_endpoints(run) == [r.Endpoint("ssh", 22, "ssh", "/")]
+    assert model.http_endpoints(run) == [model.Endpoint("tb", 6006, "https", "/tb"),
+                                     model.Endpoint("jupyter", 8888, "http", "/")]
+    assert model.ssh_endpoints(run) == [model.Endpoint("ssh", 22, "ssh", "/")]
 
 
 @pytest.mark.parametrize("endpoints", [
@@ -78,13 +77,13 @@ def test_http_endpoints_keep_http_and_https_in_spec_order():
 ])
 def test_http_endpoints_refuse_anything_doubtful(endpoints):
     run = run_(endpoints=endpoints)
-    assert r.http_endpoints(run) == []
-    assert r.validate_run(run)
+    assert model.http_endpoints(run) == []
+    assert model.validate_run(run)
 
 
 def test_validate_run_accepts_a_good_run_and_explains_a_bad_one():
-    assert r.validate_run(run_()) == []
-    problems = r.validate_run(run_(name="1nb", owner="a b", friendlyName="X", endpoints=[
+    assert model.validate_run(run_()) == []
+    problems = model.validate_run(run_(name="1nb", owner="a b", friendlyName="X", endpoints=[
         {"name": "web", "port": 22, "protocol": "http"}, {"name": "web", "port": 22, "protocol": "ssh"}]))
     text = "\n".join(problems)
     for part in ("DNS-1035", "spec.owner", "friendlyName", "port 22 is reserved", "names must be unique",
@@ -96,18 +95,18 @@ def test_validate_run_accepts_a_good_run_and_explains_a_bad_one():
 
 
 def test_hosts():
-    assert r.host_for(run_(), SETTINGS) == "nb-ns.toolshare.localhost"
-    assert r.host_for(run_(friendlyName="lab"), SETTINGS) == "lab.toolshare.localhost"
-    assert r.host_for(run_(friendlyName="Not Valid"), SETTINGS) == "nb-ns.toolshare.localhost"
+    assert model.host_for(run_(), SETTINGS) == "nb-ns.toolshare.localhost"
+    assert model.host_for(run_(friendlyName="lab"), SETTINGS) == "lab.toolshare.localhost"
+    assert model.host_for(run_(friendlyName="Not Valid"), SETTINGS) == "nb-ns.toolshare.localhost"
     other = Settings(base_domain="tools.example.org")
-    assert r.host_for(run_(), other) == "nb-ns.tools.example.org"
+    assert model.host_for(run_(), other) == "nb-ns.tools.example.org"
 
 
 def test_long_derived_hosts_are_cut_deterministically_and_stay_distinct():
     a = run_(name="n" * 63, namespace="a" * 63)
     b = run_(name="n" * 63, namespace="a" * 62 + "b")
-    ha, hb = r.host_for(a, SETTINGS), r.host_for(b, SETTINGS)
-    assert ha == r.host_for(copy.deepcopy(a), SETTINGS)
+    ha, hb = model.host_for(a, SETTINGS), model.host_for(b, SETTINGS)
+    assert ha == model.host_for(copy.deepcopy(a), SETTINGS)
     assert ha != hb
     for host in (ha, hb):
         label = host.split(".")[0]
@@ -115,20 +114,20 @@ def test_long_derived_hosts_are_cut_deterministically_and_stay_distinct():
 
 
 def test_child_names():
-    assert r.service_name("nb") == "nb"
-    assert r.ingress_name("nb", "jupyter") == "nb.jupyter"
+    assert model.service_name("nb") == "nb"
+    assert model.ingress_name("nb", "jupyter") == "nb.jupyter"
     # "<run>-<endpoint>" would collide here; the dot cannot occur in either name.
-    assert r.ingress_name("a-b", "c") != r.ingress_name("a", "b-c")
-    assert len(r.ingress_name("r" * 63, "e" * 15)) <= 253
+    assert model.ingress_name("a-b", "c") != model.ingress_name("a", "b-c")
+    assert len(model.ingress_name("r" * 63, "e" * 15)) <= 253
 
 
 # --- which runs a share applies to ----------------------------------------------------------
 
 
 def test_run_ref():
-    assert r.share_applies_to(share_(run="nb"), run_())
-    assert not r.share_applies_to(share_(run="other"), run_())
-    assert not r.share_applies_to(share_(namespace="elsewhere"), run_())
+    assert model.share_applies_to(share_(run="nb"), run_())
+    assert not model.share_applies_to(share_(run="other"), run_())
+    assert not model.share_applies_to(share_(namespace="elsewhere"), run_())
 
 
 @pytest.mark.parametrize("selector,labels,expected", [
@@ -158,7 +157,7 @@ def test_run_ref():
     ({"matchLabels": {"bad key!": "a"}}, {"bad key!": "a"}, False),
 ])
 def test_run_selector(selector, labels, expected):
-    assert r.share_applies_to(share_(selector=selector), run_(labels=labels)) is expected
+    assert model.share_applies_to(share_(selector=selector), run_(labels=labels)) is expected
 
 
 def test_share_with_both_or_neither_target_applies_to_nothing():
@@ -166,36 +165,36 @@ def test_share_with_both_or_neither_target_applies_to_nothing():
     both["spec"]["runSelector"] = {"matchLabels": {"f": "a"}}
     neither = share_()
     del neither["spec"]["runRef"]
-    assert not r.share_applies_to(both, run_(labels={"f": "a"}))
-    assert not r.share_applies_to(neither, run_())
+    assert not model.share_applies_to(both, run_(labels={"f": "a"}))
+    assert not model.share_applies_to(neither, run_())
 
 
 # --- share state ----------------------------------------------------------------------------
 
 
 def test_active():
-    state = r.share_state(share_(), {"nb": run_()}, NOW)
-    assert state == r.ShareState("Active", "shared on nb", ("nb",))
+    state = access.share_state(share_(), {"nb": run_()}, NOW)
+    assert state == access.ShareState("Active", "shared on nb", ("nb",))
 
 
 def test_run_not_found():
-    assert r.share_state(share_(run="gone"), {"nb": run_()}, NOW).reason == "RunNotFound"
-    assert "gone" in r.share_state(share_(run="gone"), {}, NOW).message
+    assert access.share_state(share_(run="gone"), {"nb": run_()}, NOW).reason == "RunNotFound"
+    assert "gone" in access.share_state(share_(run="gone"), {}, NOW).message
     sel = share_(selector={"matchLabels": {"f": "x"}})
-    assert r.share_state(sel, {"nb": run_()}, NOW).reason == "RunNotFound"
+    assert access.share_state(sel, {"nb": run_()}, NOW).reason == "RunNotFound"
 
 
 def test_expired_at_and_after_the_instant():
-    assert r.share_state(share_(expiresAt="2030-01-01T12:00:00Z"), {"nb": run_()}, NOW).reason == "Expired"
-    assert r.share_state(share_(expiresAt="2029-12-31T00:00:00Z"), {"nb": run_()}, NOW).reason == "Expired"
-    late = r.share_state(share_(expiresAt="2030-01-01T12:00:01Z"), {"nb": run_()}, NOW)
+    assert access.share_state(share_(expiresAt="2030-01-01T12:00:00Z"), {"nb": run_()}, NOW).reason == "Expired"
+    assert access.share_state(share_(expiresAt="2029-12-31T00:00:00Z"), {"nb": run_()}, NOW).reason == "Expired"
+    late = access.share_state(share_(expiresAt="2030-01-01T12:00:01Z"), {"nb": run_()}, NOW)
     assert late.reason == "Active"
 
 
 def test_expiry_respects_offsets_and_naive_now():
     share = share_(expiresAt="2030-01-01T13:30:00+01:00")  # 12:30Z
-    assert r.share_state(share, {"nb": run_()}, NOW).reason == "Active"
-    assert r.share_state(share, {"nb": run_()}, NOW.replace(tzinfo=None, hour=13)).reason == "Expired"
+    assert access.share_state(share, {"nb": run_()}, NOW).reason == "Active"
+    assert access.share_state(share, {"nb": run_()}, NOW.replace(tzinfo=None, hour=13)).reason == "Expired"
 
 
 @pytest.mark.parametrize("share,fragment", [
@@ -214,19 +213,19 @@ def test_expiry_respects_offsets_and_naive_now():
     ({"metadata": {"name": "s", "namespace": "ns"}}, "spec is missing"),
 ])
 def test_invalid(share, fragment):
-    state = r.share_state(share, {"nb": run_()}, NOW)
+    state = access.share_state(share, {"nb": run_()}, NOW)
     assert state.reason == "Invalid" and state.runs == ()
     assert fragment in state.message
 
 
 def test_exactly_256_principals_are_fine():
     share = share_(users=[f"u{i}" for i in range(200)], groups=[f"g{i}" for i in range(56)])
-    assert r.share_state(share, {"nb": run_()}, NOW).reason == "Active"
+    assert access.share_state(share, {"nb": run_()}, NOW).reason == "Active"
 
 
 def test_http_endpoint_on_port_22_is_not_shareable_either():
     run = run_(endpoints=[{"name": "web", "port": 22, "protocol": "http"}])
-    assert r.share_state(share_(endpoints=["web"]), {"nb": run}, NOW).reason == "Invalid"
+    assert access.share_state(share_(endpoints=["web"]), {"nb": run}, NOW).reason == "Invalid"
 
 
 def test_formation_endpoint_needs_to_exist_on_one_run_only():
@@ -236,9 +235,9 @@ def test_formation_endpoint_needs_to_exist_on_one_run_only():
     b = run_(name="b", labels={"f": "x"}, endpoints=[{"name": "jupyter", "port": 8888, "protocol": "http"}])
     share = share_(selector={"matchLabels": {"f": "x"}}, endpoints=["tb"])
     runs = {"a": a, "b": b}
-    assert r.share_state(share, runs, NOW) == r.ShareState("Active", "shared on a, b", ("a", "b"))
-    assert r.access_for(b, [share], NOW, runs) == {"jupyter": r.Access((), ())}
-    assert r.access_for(a, [share], NOW, runs)["tb"] == r.Access(("bob",), ())
+    assert access.share_state(share, runs, NOW) == access.ShareState("Active", "shared on a, b", ("a", "b"))
+    assert access.access_for(b, [share], NOW, runs) == {"jupyter": access.Access((), ())}
+    assert access.access_for(a, [share], NOW, runs)["tb"] == access.Access(("bob",), ())
 
 
 def test_formation_naming_an_ssh_endpoint_of_any_member_is_invalid_everywhere():
@@ -246,16 +245,16 @@ def test_formation_naming_an_ssh_endpoint_of_any_member_is_invalid_everywhere():
     b = run_(name="b", labels={"f": "x"}, endpoints=[{"name": "shell", "port": 22, "protocol": "ssh"}])
     share = share_(selector={"matchLabels": {"f": "x"}}, endpoints=["shell"])
     runs = {"a": a, "b": b}
-    assert r.share_state(share, runs, NOW).reason == "Invalid"
-    assert r.access_for(a, [share], NOW, runs) == {"shell": r.Access((), ())}
+    assert access.share_state(share, runs, NOW).reason == "Invalid"
+    assert access.access_for(a, [share], NOW, runs) == {"shell": access.Access((), ())}
 
 
 def test_long_formations_have_short_messages():
     runs = {f"r{i}": run_(name=f"r{i}", labels={"f": "x"}) for i in range(40)}
-    state = r.share_state(share_(selector={"matchLabels": {"f": "x"}}), runs, NOW)
+    state = access.share_state(share_(selector={"matchLabels": {"f": "x"}}), runs, NOW)
     assert state.reason == "Active" and len(state.runs) == 40
     assert "and 30 more" in state.message
-    assert r.share_status(state) == {"runs": sorted(runs)}
+    assert render.share_status(state) == {"runs": sorted(runs)}
 
 
 # --- access ---------------------------------------------------------------------------------
@@ -279,11 +278,11 @@ def test_access_is_the_union_of_active_shares_per_endpoint():
         share_("g", run="other", users=["oscar"]),                          # another run
         share_("h", namespace="other", users=["peggy"]),                    # another namespace
     ]
-    assert r.access_for(run, shares, NOW) == {
-        "jupyter": r.Access(("bob", "carol"), ("lab",)),
-        "tb": r.Access(("bob", "carol", "dave"), ("lab",)),
+    assert access.access_for(run, shares, NOW) == {
+        "jupyter": access.Access(("bob", "carol"), ("lab",)),
+        "tb": access.Access(("bob", "carol", "dave"), ("lab",)),
     }
-    status = r.run_status(run, shares, SETTINGS, NOW)
+    status = render.run_status(run, shares, SETTINGS, NOW)
     assert status == {
         "urls": [{"endpoint": "jupyter", "url": "http://nb-ns.toolshare.localhost/"},
                  {"endpoint": "tb", "url": "http://nb-ns.toolshare.localhost/tb"}],
@@ -293,23 +292,23 @@ def test_access_is_the_union_of_active_shares_per_endpoint():
 
 
 def test_no_shares_no_access_but_the_owner():
-    access = r.access_for(run_(), [], NOW)
-    assert access == {"jupyter": r.Access((), ())}
-    assert r.is_allowed("alice", access["jupyter"], "alice", [])
-    assert not r.is_allowed("alice", access["jupyter"], "bob", ["lab"])
+    granted = access.access_for(run_(), [], NOW)
+    assert granted == {"jupyter": access.Access((), ())}
+    assert access.is_allowed("alice", granted["jupyter"], "alice", [])
+    assert not access.is_allowed("alice", granted["jupyter"], "bob", ["lab"])
 
 
 def test_is_allowed_is_an_or():
-    access = r.Access(("bob",), ("lab",))
-    assert r.is_allowed("alice", access, "alice", [])
-    assert r.is_allowed("alice", access, "bob", [])
-    assert r.is_allowed("alice", access, "carol", ["x", "lab"])
-    assert not r.is_allowed("alice", access, "carol", ["x"])
+    acl = access.Access(("bob",), ("lab",))
+    assert access.is_allowed("alice", acl, "alice", [])
+    assert access.is_allowed("alice", acl, "bob", [])
+    assert access.is_allowed("alice", acl, "carol", ["x", "lab"])
+    assert not access.is_allowed("alice", acl, "carol", ["x"])
 
 
 def test_summary_is_bounded():
-    access = {"e": r.Access(tuple(f"user-{i:03}" for i in range(100)), ("lab",))}
-    summary = r.shared_with(access)["summary"]
+    acls = {"e": access.Access(tuple(f"user-{i:03}" for i in range(100)), ("lab",))}
+    summary = render.shared_with(acls)["summary"]
     assert len(summary) < 150 and summary.endswith("more)")
 
 
@@ -317,15 +316,15 @@ def test_next_expiry():
     shares = [share_(expiresAt="2030-01-02T00:00:00Z"), share_(expiresAt="2030-01-01T13:00:00Z"),
               share_(expiresAt="2000-01-01T00:00:00Z"), share_(),
               share_(users=["bad user"], expiresAt="2030-01-01T12:30:00Z")]
-    assert r.next_expiry(shares, NOW) == dt.datetime(2030, 1, 1, 13, tzinfo=dt.timezone.utc)
-    assert r.next_expiry([share_()], NOW) is None
+    assert access.next_expiry(shares, NOW) == dt.datetime(2030, 1, 1, 13, tzinfo=dt.timezone.utc)
+    assert access.next_expiry([share_()], NOW) is None
 
 
 # --- children -------------------------------------------------------------------------------
 
 
 def test_children_in_fixed_order_with_labels_and_no_owner_references():
-    children = r.render_children(two_endpoint_run(), [share_()], SETTINGS, NOW)
+    children = render.render_children(two_endpoint_run(), [share_()], SETTINGS, NOW)
     assert [(c["kind"], c["metadata"]["name"]) for c in children] == [
         ("Pod", "nb"), ("Service", "nb"), ("Ingress", "nb.jupyter"), ("Ingress", "nb.tb"),
         ("NetworkPolicy", "nb")]
@@ -344,7 +343,7 @@ def test_pod():
     run["spec"].update(command=["start.sh"], args=["--port", "8888"],
                        env=[{"name": "A", "value": "1"}, {"name": "B"}],
                        resources={"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}})
-    pod = r.render_pod(run)
+    pod = render.render_pod(run)
     assert pod["apiVersion"] == "v1" and pod["kind"] == "Pod"
     spec = pod["spec"]
     assert spec["automountServiceAccountToken"] is False
@@ -360,18 +359,18 @@ def test_pod():
 
 
 def test_service_has_http_ports_only_by_name():
-    svc = r.render_service(two_endpoint_run())
+    svc = render.render_service(two_endpoint_run())
     assert svc["spec"]["selector"] == {"app.kubernetes.io/managed-by": "toolshare", "toolshare.dev/run": "nb"}
     assert svc["spec"]["ports"] == [
         {"name": "jupyter", "port": 8888, "targetPort": "jupyter", "protocol": "TCP", "appProtocol": "http"},
         {"name": "tb", "port": 6006, "targetPort": "tb", "protocol": "TCP", "appProtocol": "https"}]
-    assert r.render_service(run_(endpoints=[{"name": "ssh", "port": 22, "protocol": "ssh"}])) is None
+    assert render.render_service(run_(endpoints=[{"name": "ssh", "port": 22, "protocol": "ssh"}])) is None
 
 
 def test_ingress():
     shares = [share_("a", users=["bob", "bob@example.org"], groups=["lab:bio"]),
               share_("b", users=["carol"], endpoints=["tb"])]
-    jupyter, tb = r.render_ingresses(two_endpoint_run(), shares, SETTINGS, NOW)
+    jupyter, tb = render.render_ingresses(two_endpoint_run(), shares, SETTINGS, NOW)
     assert jupyter["apiVersion"] == "networking.k8s.io/v1"
     assert jupyter["metadata"]["annotations"] == {
         NGINX + "auth-url": "http://toolshare-gate.toolshare-system.svc.cluster.local:8080/check/ns/nb/jupyter",
@@ -395,15 +394,15 @@ def test_ingress():
 
 def test_ingress_tls_with_a_secret():
     s = Settings(tls_secret="wildcard")
-    for ing in r.render_ingresses(two_endpoint_run(), [], s, NOW):
+    for ing in render.render_ingresses(two_endpoint_run(), [], s, NOW):
         assert ing["spec"]["tls"] == [{"hosts": ["nb-ns.toolshare.localhost"], "secretName": "wildcard"}]
         assert "cert-manager.io/cluster-issuer" not in ing["metadata"]["annotations"]
-    assert r.run_urls(two_endpoint_run(), s)[0]["url"] == "https://nb-ns.toolshare.localhost/"
+    assert render.run_urls(two_endpoint_run(), s)[0]["url"] == "https://nb-ns.toolshare.localhost/"
 
 
 def test_ingress_tls_with_cert_manager_asks_once_per_host():
     s = Settings(tls_cluster_issuer="letsencrypt", ingress_class="public")
-    first, second = r.render_ingresses(two_endpoint_run(), [], s, NOW)
+    first, second = render.render_ingresses(two_endpoint_run(), [], s, NOW)
     assert first["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
     assert "cert-manager.io/cluster-issuer" not in second["metadata"]["annotations"]
     assert first["spec"]["tls"] == second["spec"]["tls"] == [
@@ -412,7 +411,7 @@ def test_ingress_tls_with_cert_manager_asks_once_per_host():
 
 
 def test_network_policy_without_owner_access():
-    np = r.render_network_policy(two_endpoint_run(), SETTINGS)
+    np = render.render_network_policy(two_endpoint_run(), SETTINGS)
     assert np["spec"] == {
         "podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "toolshare",
                                         "toolshare.dev/run": "nb"}},
@@ -425,7 +424,7 @@ def test_network_policy_without_owner_access():
 
 def test_network_policy_with_owner_access():
     s = Settings(owner_access_selector="toolshare.dev/ssh-access=true", ingress_namespace="ingress")
-    rules = r.render_network_policy(two_endpoint_run(), s)["spec"]["ingress"]
+    rules = render.render_network_policy(two_endpoint_run(), s)["spec"]["ingress"]
     assert rules[0]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress"}
     assert rules[1] == {"from": [{"podSelector": {"matchLabels": {"toolshare.dev/ssh-access": "true"}}}],
                         "ports": [{"port": 22, "protocol": "TCP"}]}
@@ -433,7 +432,7 @@ def test_network_policy_with_owner_access():
 
 def test_network_policy_denies_everything_when_nothing_is_exposed():
     run = run_(endpoints=[{"name": "ssh", "port": 22, "protocol": "ssh"}])
-    assert "ingress" not in r.render_network_policy(run, SETTINGS)["spec"]  # no rule: deny all
+    assert "ingress" not in render.render_network_policy(run, SETTINGS)["spec"]  # no rule: deny all
 
 
 @pytest.mark.parametrize("run", [
@@ -441,15 +440,15 @@ def test_network_policy_denies_everything_when_nothing_is_exposed():
     run_(name="Upper"), run_(name="1nb"), run_(name="a" * 64), run_(namespace="Bad NS"),
 ])
 def test_an_unsafe_identity_is_never_rendered(run):
-    with pytest.raises(r.RenderError):
-        r.render_children(run, [], SETTINGS, NOW)
+    with pytest.raises(render.RenderError):
+        render.render_children(run, [], SETTINGS, NOW)
 
 
 def test_hostile_principals_never_reach_an_annotation():
     hostile = ["x,admin", "a b", 'q"', "$host", "a;b", "a\nb", "{x}", "-x", "é"]
     shares = [share_(f"s{i}", users=["bob", h]) for i, h in enumerate(hostile)]
     shares += [share_("g", users=[], groups=["lab", "evil group"])]
-    for ing in r.render_ingresses(run_(), shares, SETTINGS, NOW):
+    for ing in render.render_ingresses(run_(), shares, SETTINGS, NOW):
         ann = ing["metadata"]["annotations"]
         assert ann["toolshare.dev/allowed-users"] == ""  # bob only came with hostile company
         assert ann["toolshare.dev/allowed-groups"] == ""
@@ -457,16 +456,16 @@ def test_hostile_principals_never_reach_an_annotation():
 
 def test_rendering_is_deterministic_and_share_order_does_not_matter():
     shares = [share_("a", users=["zed", "amy"]), share_("b", groups=["lab", "art"], users=None)]
-    one = r.render_children(two_endpoint_run(), shares, SETTINGS, NOW)
-    two = r.render_children(two_endpoint_run(), list(reversed(shares)), SETTINGS, NOW)
+    one = render.render_children(two_endpoint_run(), shares, SETTINGS, NOW)
+    two = render.render_children(two_endpoint_run(), list(reversed(shares)), SETTINGS, NOW)
     assert one == two
 
 
 def test_inputs_are_not_mutated():
     run, shares = two_endpoint_run(), [share_()]
     before = copy.deepcopy((run, shares))
-    r.render_children(run, shares, SETTINGS, NOW)
-    r.run_status(run, shares, SETTINGS, NOW)
+    render.render_children(run, shares, SETTINGS, NOW)
+    render.run_status(run, shares, SETTINGS, NOW)
     assert (run, shares) == before
 
 
@@ -568,7 +567,7 @@ def test_ssh_is_never_exposed(case):
     runs, shares, settings = case
     runs_by_name = {x["metadata"]["name"]: x for x in runs}
     for run in runs:
-        children = r.render_children(run, shares, settings, NOW, runs_by_name)
+        children = render.render_children(run, shares, settings, NOW, runs_by_name)
         closed, ssh_names = _closed_ports(run), _ssh_names(run)
         pod = by_kind(children, "Pod")[0]
         container_ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0].get("ports", [])}
@@ -582,7 +581,7 @@ def test_ssh_is_never_exposed(case):
                 service_ports[port["name"]] = target
         for ing in by_kind(children, "Ingress"):
             backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-            assert backend["name"] == r.service_name(run["metadata"]["name"])
+            assert backend["name"] == model.service_name(run["metadata"]["name"])
             port_name = backend["port"]["name"]
             assert port_name in service_ports and service_ports[port_name] not in closed
             endpoint = ing["metadata"]["labels"]["toolshare.dev/endpoint"]
@@ -603,7 +602,7 @@ def test_every_principal_in_an_output_matches_the_grammar(case):
     runs, shares, settings = case
     runs_by_name = {x["metadata"]["name"]: x for x in runs}
     for run in runs:
-        for ing in by_kind(r.render_children(run, shares, settings, NOW, runs_by_name), "Ingress"):
+        for ing in by_kind(render.render_children(run, shares, settings, NOW, runs_by_name), "Ingress"):
             ann = ing["metadata"]["annotations"]
             for key in ("toolshare.dev/owner", "toolshare.dev/allowed-users", "toolshare.dev/allowed-groups"):
                 names = [n for n in ann[key].split(",") if n]
@@ -611,7 +610,7 @@ def test_every_principal_in_an_output_matches_the_grammar(case):
                 assert names == sorted(set(names))
             for value in ann.values():
                 assert not any(c in value for c in " \t\n\"'\\;{}")
-        status = r.run_status(run, shares, settings, NOW, runs_by_name)
+        status = render.run_status(run, shares, settings, NOW, runs_by_name)
         assert all(is_valid_principal(p) for p in status["sharedWith"]["users"] + status["sharedWith"]["groups"])
 
 
@@ -623,10 +622,10 @@ def test_rendering_is_deterministic(case, rnd):
     shuffled = list(shares)
     rnd.shuffle(shuffled)
     for run in runs:
-        first = r.render_children(run, shares, settings, NOW, runs_by_name)
-        again = r.render_children(copy.deepcopy(run), shuffled, settings, NOW, dict(reversed(runs_by_name.items())))
+        first = render.render_children(run, shares, settings, NOW, runs_by_name)
+        again = render.render_children(copy.deepcopy(run), shuffled, settings, NOW, dict(reversed(runs_by_name.items())))
         assert first == again
-        assert r.run_status(run, shares, settings, NOW, runs_by_name) == r.run_status(
+        assert render.run_status(run, shares, settings, NOW, runs_by_name) == render.run_status(
             run, shuffled, settings, NOW, runs_by_name)
 
 
@@ -637,21 +636,21 @@ def test_access_is_owner_or_user_or_group_of_an_active_share(case, user, groups)
     runs_by_name = {x["metadata"]["name"]: x for x in runs}
     for run in runs:
         name, owner = run["metadata"]["name"], run["spec"]["owner"]
-        access = r.access_for(run, shares, NOW, runs_by_name)
-        assert set(access) == {e.name for e in r.http_endpoints(run)}
-        for endpoint, acl in access.items():
+        acls = access.access_for(run, shares, NOW, runs_by_name)
+        assert set(acls) == {e.name for e in model.http_endpoints(run)}
+        for endpoint, acl in acls.items():
             # Independent oracle: the owner, or an active share on this run and endpoint that
             # names the user or one of the user's groups.
             granted = user == owner
             for share in shares:
-                state = r.share_state(share, runs_by_name, NOW)
+                state = access.share_state(share, runs_by_name, NOW)
                 spec = share["spec"]
                 if state.reason != "Active" or name not in state.runs:
                     continue
                 if spec.get("endpoints") and endpoint not in spec["endpoints"]:
                     continue
                 granted |= user in spec.get("users", []) or bool(set(groups) & set(spec.get("groups", [])))
-            assert r.is_allowed(owner, acl, user, groups) == granted
+            assert access.is_allowed(owner, acl, user, groups) == granted
 
 
 @PROPERTY
@@ -659,9 +658,9 @@ def test_access_is_owner_or_user_or_group_of_an_active_share(case, user, groups)
 def test_names_and_hosts_are_valid_dns(case):
     runs, shares, settings = case
     for run in runs:
-        host = r.host_for(run, settings)
+        host = model.host_for(run, settings)
         assert len(host) <= 253 and is_dns_label(host.split(".")[0])
-        for child in r.render_children(run, shares, settings, NOW):
+        for child in render.render_children(run, shares, settings, NOW):
             name = child["metadata"]["name"]
             assert len(name) <= 253 and all(is_dns_label(part) for part in name.split("."))
             if child["kind"] == "Service":
@@ -672,7 +671,7 @@ def test_an_ssh_port_reused_by_http_endpoints_exposes_nothing():
     run = run_(endpoints=[{"name": "web", "port": 22, "protocol": "http"},
                           {"name": "ssh", "port": 2222, "protocol": "ssh"},
                           {"name": "jupyter", "port": 2222, "protocol": "http", "path": "/j"}])
-    children = r.render_children(run, [share_(endpoints=["web", "jupyter"])], SETTINGS, NOW)
+    children = render.render_children(run, [share_(endpoints=["web", "jupyter"])], SETTINGS, NOW)
     assert by_kind(children, "Service") == [] and by_kind(children, "Ingress") == []
     assert "ingress" not in by_kind(children, "NetworkPolicy")[0]["spec"]
 
@@ -680,8 +679,8 @@ def test_an_ssh_port_reused_by_http_endpoints_exposes_nothing():
 def _rendered(case):
     runs, shares, settings = case
     runs_by_name = {x["metadata"]["name"]: x for x in runs}
-    return [(run, r.render_children(run, shares, settings, NOW, runs_by_name),
-             r.access_for(run, shares, NOW, runs_by_name)) for run in runs]
+    return [(run, render.render_children(run, shares, settings, NOW, runs_by_name),
+             access.access_for(run, shares, NOW, runs_by_name)) for run in runs]
 
 
 REACHABLE = {
@@ -697,9 +696,9 @@ REACHABLE = {
         "runSelector" in sh["spec"] and sh["spec"]["groups"] for sh in case[1]) and any(
         acl.groups for _, _, access in _rendered(case) for acl in access.values()),
     "a share Invalid for a hostile principal": lambda case: any(
-        "principal grammar" in r.share_state(sh, {}, NOW).message for sh in case[1]),
+        "principal grammar" in access.share_state(sh, {}, NOW).message for sh in case[1]),
     "a share Invalid for naming an SSH endpoint": lambda case: any(
-        "SSH" in r.share_state(sh, {x["metadata"]["name"]: x for x in case[0]}, NOW).message
+        "SSH" in access.share_state(sh, {x["metadata"]["name"]: x for x in case[0]}, NOW).message
         for sh in case[1]),
 }
 

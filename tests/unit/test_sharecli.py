@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from toolshare.sharecli import UsageError, desired_share, parse_expiry, share_name
+from toolshare.cli.share import UsageError, desired_share, parse_expiry, share_name
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, 30, 123456, tzinfo=dt.timezone.utc)
 

@@ -1,6 +1,6 @@
 """webhookconfig.py: the configurations the operator applies and the chart renders."""
 
-from toolshare import webhookconfig
+from toolshare.admission import webhookconfig
 from toolshare.policy import Policy
 
 
@@ -15,7 +15,7 @@ def test_mutating_hooks_carry_conditions_and_validating_hooks_are_always_called(
     assert all("matchConditions" not in w and w["failurePolicy"] == "Fail" for w in validating["webhooks"])
     sharer = next(w for w in mutating["webhooks"] if w["name"].startswith("runshare-sharer"))
     assert sharer["clientConfig"] == {"url": "https://127.0.0.1:9443/runshare-sharer"}
-    # The groups the sharer webhook can record, sorted as sharing.sharer_annotations records them.
+    # The groups the sharer webhook can record, sorted as access.sharer_annotations records them.
     assert '["flux", "platform", "system:masters"].filter(' in sharer["matchConditions"][0]["expression"]
 
 

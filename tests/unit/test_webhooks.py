@@ -7,7 +7,8 @@ import ssl
 import pytest
 from cryptography import x509
 
-from toolshare.webhooks import WebhookConfig, ensure_certs
+from toolshare.admission.certs import ensure_certs
+from toolshare.admission.webhooks import WebhookConfig
 
 
 def sans(path):

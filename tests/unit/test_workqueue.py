@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from toolshare.handlers import WorkQueue
+from toolshare.controller.workqueue import WorkQueue
 
 
 def test_keys_are_deduplicated_bounded_and_redone_when_changed_while_running():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from toolshare import render
+from toolshare import model, render
 
 ALLOWED, NOT_SIGNED_IN, FORBIDDEN, UNKNOWN = 202, 401, 403, 404
 
@@ -50,9 +50,9 @@ def entry_from_ingress(ingress: Mapping) -> Entry | None:
     meta = ingress.get("metadata") or {}
     labels = meta.get("labels") or {}
     ann = meta.get("annotations") or {}
-    if labels.get(render.LABEL_MANAGED_BY) != render.MANAGED_BY:
+    if labels.get(model.LABEL_MANAGED_BY) != model.MANAGED_BY:
         return None
-    run, endpoint, owner = labels.get(render.LABEL_RUN), labels.get(render.LABEL_ENDPOINT), ann.get(render.ANN_OWNER)
+    run, endpoint, owner = labels.get(model.LABEL_RUN), labels.get(model.LABEL_ENDPOINT), ann.get(render.ANN_OWNER)
     if not (run and endpoint and isinstance(owner, str) and owner):
         return None
     spec = ingress.get("spec") or {}

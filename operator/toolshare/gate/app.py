@@ -14,22 +14,21 @@ import logging
 import time
 from dataclasses import dataclass
 
-from aiohttp import web
 import aiohttp
+from aiohttp import web
 
-from toolshare import render
-
-from . import allowlist, metrics
-from .identity import DEFAULT_USER_HEADER, IdentityUnavailable, OAuth2Proxy
-from .page import render_page
-from .shared import shared_with_me
-from ..apiconfig import ApiConfig
-from .watch import Reflector
+from toolshare import model
+from toolshare.client.config import ApiConfig
+from toolshare.gate import allowlist, metrics
+from toolshare.gate.identity import DEFAULT_USER_HEADER, IdentityUnavailable, OAuth2Proxy
+from toolshare.gate.page import render_page
+from toolshare.gate.shared import shared_with_me
+from toolshare.gate.watch import Reflector
 
 log = logging.getLogger("toolshare.gate")
 INGRESSES = "/apis/networking.k8s.io/v1/ingresses"
 RUNSHARES = "/apis/toolshare.dev/v1alpha1/runshares"
-MANAGED_SELECTOR = f"{render.LABEL_MANAGED_BY}={render.MANAGED_BY}"
+MANAGED_SELECTOR = f"{model.LABEL_MANAGED_BY}={model.MANAGED_BY}"
 
 
 @dataclass

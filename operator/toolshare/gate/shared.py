@@ -9,9 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 
-from toolshare import render
-
-from .allowlist import Entry, Identity, allows
+from toolshare import model
+from toolshare.gate.allowlist import Entry, Identity, allows
 
 ANN_SHARED_BY = "toolshare.dev/shared-by"
 
@@ -30,7 +29,7 @@ def _share_reaches(share: Mapping, namespace: str, run: str, endpoints: set[str]
     expires = spec.get("expiresAt")
     if expires:
         try:
-            if render.parse_time(expires) <= now:
+            if model.parse_time(expires) <= now:
                 return None
         except ValueError:
             return None

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from ..apiconfig import ApiConfig
+from toolshare.client.config import ApiConfig
 
 log = logging.getLogger("toolshare.gate.watch")
 WATCH_TIMEOUT = 300  # seconds the server keeps one watch open before we start the next

@@ -1,0 +1,172 @@
+"""Admission decisions for ToolRun, RunShare and ImageShare: pure functions, no kopf, no I/O.
+
+The webhooks (webhooks.py) hand in the request's identity, the object, and what the operator's
+indexes know (runs of the namespace, ImageShares of the cluster, the directory); these functions
+return the refusal message (None = admit) or the mutation to make. Messages name the field and
+the rule, and quote user-supplied text shortened and escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+from toolshare import access, images, model
+from toolshare.admission.directory import Directory, unregistered
+from toolshare.policy import Policy
+from toolshare.principals import validate_principal
+
+CREATE, UPDATE = "CREATE", "UPDATE"
+
+
+class Requester(NamedTuple):
+    username: str
+    groups: tuple[str, ...]
+
+    @classmethod
+    def from_userinfo(cls, userinfo: Mapping | None) -> Requester:
+        userinfo = userinfo or {}
+        groups = userinfo.get("groups") or []
+        return cls(str(userinfo.get("username") or ""), tuple(str(g) for g in groups))
+
+
+def shown(text: object) -> str:
+    text = str(text)
+    return repr(text if len(text) <= 64 else text[:64] + "...")
+
+
+def _spec(obj: Mapping | None) -> Mapping:
+    spec = (obj or {}).get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def _admins(policy: Policy) -> str:
+    return ", ".join(["system:masters", *policy.admin_groups])
+
+
+# --- owners (ToolRun and ImageShare) -------------------------------------------------------
+
+def owner_to_set(operation: str, obj: Mapping, old: Mapping | None, req: Requester) -> str | None:
+    """The spec.owner the mutating webhook writes, or None to leave the object alone.
+
+    CREATE without an owner: the requester. UPDATE without one (an applier that never set it,
+    or a client that dropped it): the stored owner, so the owner can neither drift nor vanish.
+    """
+    if _spec(obj).get("owner") is not None:
+        return None
+    if operation == CREATE:
+        return req.username
+    if operation == UPDATE and _spec(old).get("owner") is not None:
+        return _spec(old)["owner"]
+    return None
+
+
+def requester_problem(req: Requester, kind: str) -> str | None:
+    """A requester whose own name breaks the grammar cannot own or share anything."""
+    if (problem := validate_principal(req.username)) is not None:
+        return f"your user name cannot own or share a {kind}: {problem}"
+    return None
+
+
+def owner_problem(kind: str, operation: str, obj: Mapping, old: Mapping | None, req: Requester,
+                  policy: Policy, directory: Directory | None) -> str | None:
+    owner = _spec(obj).get("owner")
+    if operation == UPDATE and old is not None:
+        if owner != _spec(old).get("owner"):
+            return f"spec.owner is immutable: {kind} stays owned by {shown(_spec(old).get('owner'))}"
+        return None
+    if (problem := validate_principal(owner)) is not None:
+        return f"spec.owner: {problem}"
+    if owner != req.username and not policy.is_admin(req.groups):
+        return (f"spec.owner: user {shown(req.username)} may not create a {kind} owned by {shown(owner)}; "
+                f"leave spec.owner empty or set it to your own user name (only members of "
+                f"{_admins(policy)} may name another owner)")
+    if (problem := unregistered(directory, users=[owner])) is not None:
+        return f"spec.owner: {problem}"
+    return None
+
+
+def owner_groups(owner: str, req: Requester, directory: Directory | None) -> tuple[str, ...]:
+    """The owner's groups for the image rule: the request's when the owner is the requester,
+    else (an administrator naming someone) the directory's, if any."""
+    if owner == req.username:
+        return req.groups
+    return directory.groups_of(owner) if directory is not None else ()
+
+
+# --- ToolRun -----------------------------------------------------------------------------
+
+def toolrun_problem(operation: str, run: Mapping, old: Mapping | None, req: Requester, policy: Policy,
+                    image_shares: Iterable[Mapping], directory: Directory | None) -> str | None:
+    if (problem := owner_problem("ToolRun", operation, run, old, req, policy, directory)) is not None:
+        return problem
+    image, owner = _spec(run).get("image"), _spec(run).get("owner")
+    if operation == UPDATE and old is not None and image == _spec(old).get("image"):
+        return None  # unsharing an image stops new launches only; running tools are left alone
+    if not isinstance(image, str) or not image:
+        return None  # the schema says spec.image is required
+    problem = images.use_problem(owner, owner_groups(owner, req, directory), image, image_shares, policy)
+    return None if problem is None else f"spec.image: {problem}"
+
+
+# --- RunShare ----------------------------------------------------------------------------
+
+def matched_runs(share: Mapping, runs_by_name: Mapping[str, Mapping]) -> list[Mapping]:
+    return sorted((r for r in runs_by_name.values() if model.share_applies_to(share, r)),
+                  key=lambda r: r["metadata"]["name"])
+
+
+def run_owners(runs: Iterable[Mapping]) -> list[tuple[str, str | None]]:
+    return [(r["metadata"]["name"], _spec(r).get("owner")) for r in runs]
+
+
+def runshare_problem(share: Mapping, req: Requester, policy: Policy, runs_by_name: Mapping[str, Mapping],
+                     image_shares: Iterable[Mapping], directory: Directory | None) -> str | None:
+    spec = _spec(share)
+    users, groups = list(spec.get("users") or []), list(spec.get("groups") or [])
+    for field, names in (("users", users), ("groups", groups)):
+        for name in names:
+            if (problem := validate_principal(name)) is not None:
+                return f"spec.{field}: {problem}"
+    namespace = (share.get("metadata") or {}).get("namespace") or ""
+    runs = matched_runs(share, runs_by_name)
+    if (problem := access.may_share(req.username, req.groups, namespace, run_owners(runs), policy)) is not None:
+        return problem
+    if (problem := unregistered(directory, users, groups)) is not None:
+        return f"spec.users/groups: {problem}"
+    image_shares = list(image_shares)
+    members = directory.members if directory is not None else None
+    for run in runs:
+        image = _spec(run).get("image")
+        if isinstance(image, str) and image:
+            problem = images.share_problem(image, users, groups, image_shares, policy, members)
+            if problem is not None:
+                return f"cannot share ToolRun {run['metadata']['name']!r}: {problem}"
+    return None
+
+
+# --- ImageShare --------------------------------------------------------------------------
+
+def imageshare_problem(operation: str, share: Mapping, old: Mapping | None, req: Requester, policy: Policy,
+                       image_shares: Iterable[Mapping], directory: Directory | None) -> str | None:
+    if (problem := owner_problem("ImageShare", operation, share, old, req, policy, directory)) is not None:
+        return problem
+    spec = _spec(share)
+    for field in ("users", "groups"):
+        for name in spec.get(field) or []:
+            if (problem := validate_principal(name)) is not None:
+                return f"spec.{field}: {problem}"
+    if (problem := unregistered(directory, spec.get("users") or [], spec.get("groups") or [])) is not None:
+        return f"spec.users/groups: {problem}"
+    image = spec.get("image")
+    if not isinstance(image, str) or not image:
+        return None  # the schema says spec.image is required
+    meta = share.get("metadata") or {}
+    me = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+    others = [s for s in image_shares
+              if f"{s['metadata'].get('namespace', '')}/{s['metadata'].get('name', '')}" != me]
+    claim = images.claims(others).get(images.parse_image(image).repository)
+    if claim is not None and claim.owner != spec.get("owner"):
+        return (f"spec.image: {images.parse_image(image).repository!r} is already claimed by {claim.owner!r} "
+                f"(ImageShare {claim.share}); only {claim.owner!r} can share it")
+    return None

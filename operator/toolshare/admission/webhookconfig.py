@@ -1,0 +1,108 @@
+"""The Validating/MutatingWebhookConfigurations, as pure data: one source for the operator and
+the chart's test.
+
+kopf routes a request by the last path segment (the handler id) and would write these itself,
+but it cannot write `matchConditions`. Those are the point of owning the configurations: the API
+server evaluates them in-process (CEL) and skips the webhook round trip when the mutation would
+change nothing. A mutating call costs the API server about as much as a whole write
+(BENCHMARKS.md), and most RunShare edits come from the sharer who made the share.
+
+Skipping is exact, never a relaxation: a mutating webhook is skipped only when the object
+already holds what it would write (an owner is set; the sharer annotations already name this
+requester and their conferring groups). Every check lives in the validating webhooks, which
+are always called.
+"""
+
+from __future__ import annotations
+
+import json
+
+from toolshare.access import ANN_SHARED_BY, ANN_SHARED_BY_GROUPS
+from toolshare.policy import SYSTEM_MASTERS, Policy
+
+GROUP, VERSION = "toolshare.dev", "v1alpha1"
+SUFFIX = "toolshare.dev"  # kopf's convention: <handler id>.<configuration name>
+OPERATIONS = ["CREATE", "UPDATE"]
+
+# (handler id in webhooks.py, plural, mutating?)
+HOOKS = (
+    ("toolrun-owner", "toolruns", True),
+    ("imageshare-owner", "imageshares", True),
+    ("runshare-sharer", "runshares", True),
+    ("toolrun-admission", "toolruns", False),
+    ("imageshare-admission", "imageshares", False),
+    ("runshare-admission", "runshares", False),
+)
+
+# CEL over the admission request. `object` is the incoming object as a map.
+OWNER_MISSING = "!has(object.spec) || !has(object.spec.owner)"
+
+
+def conferring_groups(policy: Policy) -> list[str]:
+    """The groups policy.conferring_groups() can record, sorted as it records them."""
+    wanted = {SYSTEM_MASTERS, *policy.admin_groups,
+              *(a.name for a in policy.trusted_appliers if a.kind == "group")}
+    return sorted(wanted)
+
+
+def sharer_unrecorded(policy: Policy) -> str:
+    """CEL: true unless the RunShare already carries exactly the annotations the sharer webhook
+    would write for this requester (access.sharer_annotations)."""
+    groups = json.dumps(conferring_groups(policy))
+    by, by_groups = json.dumps(ANN_SHARED_BY), json.dumps(ANN_SHARED_BY_GROUPS)
+    recorded = (f"{groups}.filter(g, has(request.userInfo.groups) && g in request.userInfo.groups)"
+                '.join(",")')
+    return (f"!has(object.metadata.annotations) || !({by} in object.metadata.annotations)"
+            f" || !({by_groups} in object.metadata.annotations)"
+            f" || object.metadata.annotations[{by}] != request.userInfo.username"
+            f" || object.metadata.annotations[{by_groups}] != {recorded}")
+
+
+def match_conditions(hook_id: str, policy: Policy) -> list[dict]:
+    if hook_id in ("toolrun-owner", "imageshare-owner"):
+        return [{"name": "owner-not-set", "expression": OWNER_MISSING}]
+    if hook_id == "runshare-sharer":
+        return [{"name": "sharer-not-recorded", "expression": sharer_unrecorded(policy)}]
+    return []
+
+
+def with_path(client_config: dict, hook_id: str) -> dict:
+    """The server's client config with the handler id appended to its URL or service path."""
+    config = json.loads(json.dumps(client_config))
+    if "url" in config:
+        config["url"] = f"{config['url'].rstrip('/')}/{hook_id}"
+    if "service" in config:
+        config["service"]["path"] = f"{config['service'].get('path', '').rstrip('/')}/{hook_id}"
+    return config
+
+
+def webhook(hook_id: str, plural: str, client_config: dict, policy: Policy, failure_policy: str = "Fail") -> dict:
+    hook = {
+        "name": f"{hook_id}.{SUFFIX}",
+        "admissionReviewVersions": ["v1", "v1beta1"],
+        "sideEffects": "None",
+        "failurePolicy": failure_policy,
+        "matchPolicy": "Equivalent",
+        "timeoutSeconds": 30,
+        "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": [plural],
+                   "operations": list(OPERATIONS), "scope": "*"}],
+        "clientConfig": with_path(client_config, hook_id),
+    }
+    if (conditions := match_conditions(hook_id, policy)):
+        hook["matchConditions"] = conditions
+    return hook
+
+
+def configurations(name: str, client_config: dict, policy: Policy,
+                   labels: dict[str, str] | None = None) -> list[dict]:
+    """[MutatingWebhookConfiguration, ValidatingWebhookConfiguration] named `name`."""
+    out = []
+    for kind, mutating in (("MutatingWebhookConfiguration", True), ("ValidatingWebhookConfiguration", False)):
+        out.append({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+            "metadata": {"name": name, **({"labels": labels} if labels else {})},
+            "webhooks": [webhook(i, plural, client_config, policy) for i, plural, m in HOOKS if m == mutating],
+        })
+    return out
+
+

@@ -1,0 +1,192 @@
+"""The `toolshare` command: the local control plane, the operator and (later) the gate and sharing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_CLUSTER_DIR = os.environ.get("TOOLSHARE_CLUSTER_DIR", ".toolshare/cluster")
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from toolshare.local.controlplane import binaries, cluster
+
+    try:
+        if args.action == "build":
+            found = binaries.ensure_binaries()
+            print(found.directory)
+        elif args.action == "up":
+            cluster.up(Path(args.dir))
+        elif args.action == "down":
+            cluster.down(Path(args.dir))
+        elif args.action == "status":
+            info = cluster.status(Path(args.dir))
+            print(json.dumps(info, indent=2))
+            return 0 if info.get("running") else 3
+    except (binaries.BinariesUnavailable, cluster.ClusterError) as e:
+        print(f"toolshare cluster {args.action}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+WEBHOOK_FLAGS = {"webhook_listen": "TOOLSHARE_WEBHOOK_LISTEN", "webhook_host": "TOOLSHARE_WEBHOOK_HOST",
+                 "webhook_cert_dir": "TOOLSHARE_WEBHOOK_CERT_DIR", "webhook_config": "TOOLSHARE_WEBHOOK_CONFIG",
+                 "webhook_certs": "TOOLSHARE_WEBHOOK_CERTS", "webhook_service": "TOOLSHARE_WEBHOOK_SERVICE"}
+LOG_FORMAT = os.environ.get("TOOLSHARE_LOG_FORMAT", "text")
+
+
+def _operator(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = str(Path(args.kubeconfig).resolve())
+    for flag, var in WEBHOOK_FLAGS.items():  # flags win over the environment (webhooks.py reads it)
+        if getattr(args, flag) is not None:
+            os.environ[var] = str(getattr(args, flag))
+    from toolshare.manager import run_operator
+
+    if args.metrics_port:
+        from toolshare.controller.metrics import serve
+
+        serve(args.metrics_port)
+    run_operator(namespaces=args.namespace, verbose=args.verbose, liveness_endpoint=args.liveness,
+                 log_format=args.log_format)
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from toolshare.local.controlplane import binaries, cluster
+    from toolshare.local.dev import main as dev_main
+
+    try:
+        return dev_main(Path(args.dir))
+    except (binaries.BinariesUnavailable, cluster.ClusterError) as e:
+        print(f"toolshare dev: {e}", file=sys.stderr)
+        return 2
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from toolshare.gate.app import GateConfig, run_gate
+
+    host, _, port = args.listen.rpartition(":")
+    run_gate(GateConfig(auth_url=args.oauth2_proxy_url, signin_url=args.signin_url,
+                        kubeconfig=args.kubeconfig, user_header=args.user_header),
+             host or "0.0.0.0", int(port), log_format=args.log_format)
+    return 0
+
+
+def _sharing(args: argparse.Namespace) -> int:
+    from toolshare.cli.share import run_command
+
+    return run_command(args)
+
+
+def add_sharing_commands(sub) -> None:
+    """share / unshare / list: also what `kubectl toolshare` offers."""
+    def common(p):
+        p.add_argument("--kubeconfig", help="kubeconfig (default: $KUBECONFIG, then ~/.kube/config)")
+        p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
+        p.set_defaults(func=_sharing)
+
+    s = sub.add_parser("share", help="share a run's HTTP endpoints with users and groups (a RunShare)")
+    s.add_argument("run", metavar="RUN")
+    s.add_argument("--user", action="append", default=[], help="user to share with (repeatable)")
+    s.add_argument("--group", action="append", default=[], help="group to share with (repeatable)")
+    s.add_argument("--endpoint", action="append", default=[], help="only this endpoint (repeatable)")
+    s.add_argument("--expires", help="duration (2h, 1d, 30m) or RFC 3339 time; default never")
+    s.add_argument("--name", help="RunShare name (default <run>-share[-<endpoints hash>])")
+    common(s)
+    u = sub.add_parser("unshare", help="take users/groups off a run's shares, or delete them")
+    u.add_argument("run", metavar="RUN", nargs="?")
+    u.add_argument("--user", action="append", default=[], help="user to remove (repeatable)")
+    u.add_argument("--group", action="append", default=[], help="group to remove (repeatable)")
+    u.add_argument("--name", help="delete this RunShare")
+    common(u)
+    li = sub.add_parser("list", help="the namespace's RunShares, or --shared-with-me")
+    li.add_argument("--shared-with-me", action="store_true",
+                    help="active shares naming you or your groups, in every namespace you may read")
+    common(li)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toolshare", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("cluster", help="a local Kubernetes control plane for development and tests")
+    c.add_argument("action", choices=["up", "down", "status", "build"],
+                   help="up: start (builds binaries if missing); down: stop; status: what runs; "
+                        "build: only build or locate the binaries")
+    c.add_argument("--dir", default=DEFAULT_CLUSTER_DIR,
+                   help=f"cluster directory (default {DEFAULT_CLUSTER_DIR}, or $TOOLSHARE_CLUSTER_DIR)")
+    c.set_defaults(func=_cluster)
+
+    o = sub.add_parser("operator", help="run the operator in the foreground")
+    o.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG, then ~/.kube/config)")
+    o.add_argument("--namespace", "-n", action="append", default=[],
+                   help="watch only this namespace (repeatable; default: the whole cluster)")
+    o.add_argument("--liveness", metavar="URL",
+                   help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    o.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on this port (all interfaces)")
+    o.add_argument("--webhook-listen", metavar="ADDR:PORT",
+                   help="where the admission webhooks listen, HTTPS (default 127.0.0.1:9443; "
+                        "$TOOLSHARE_WEBHOOK_LISTEN)")
+    o.add_argument("--webhook-host", metavar="HOST",
+                   help="host name or IP the API server calls the webhooks at, put in the serving "
+                        "certificate (default: the listen address; $TOOLSHARE_WEBHOOK_HOST)")
+    o.add_argument("--webhook-cert-dir", metavar="DIR",
+                   help="CA and serving certificate, created if missing (default "
+                        "~/.cache/toolshare/webhook; $TOOLSHARE_WEBHOOK_CERT_DIR)")
+    o.add_argument("--webhook-config", metavar="NAME",
+                   help="name of the Validating/MutatingWebhookConfiguration the operator keeps up to "
+                        "date (default toolshare.dev; 'none' when manifests install them; "
+                        "$TOOLSHARE_WEBHOOK_CONFIG)")
+    o.add_argument("--webhook-certs", choices=["generate", "provided"],
+                   help="generate: make and renew a CA and serving certificate in the cert dir (default); "
+                        "provided: use tls.crt/tls.key mounted there as they are ($TOOLSHARE_WEBHOOK_CERTS)")
+    o.add_argument("--webhook-service", metavar="NAMESPACE/NAME[:PORT]",
+                   help="in-cluster: the managed configurations call this Service instead of a URL "
+                        "($TOOLSHARE_WEBHOOK_SERVICE)")
+    o.add_argument("--log-format", choices=["text", "json"], default=LOG_FORMAT,
+                   help="text (default) or one JSON object per line ($TOOLSHARE_LOG_FORMAT)")
+    o.add_argument("--verbose", action="store_true")
+    o.set_defaults(func=_operator)
+
+    d = sub.add_parser("dev", help="local control plane + CRDs + samples + the operator (what `make run` does)")
+    d.add_argument("--dir", default=DEFAULT_CLUSTER_DIR, help="cluster directory")
+    d.set_defaults(func=_dev)
+
+    g = sub.add_parser("gate", help="the access gate (auth-url of every run's Ingress) and Shared with me")
+    g.add_argument("--listen", default=os.environ.get("TOOLSHARE_GATE_LISTEN", "0.0.0.0:8080"),
+                   help="host:port (default 0.0.0.0:8080, or $TOOLSHARE_GATE_LISTEN)")
+    g.add_argument("--oauth2-proxy-url", default=os.environ.get(
+        "TOOLSHARE_OAUTH2_PROXY_URL", "http://oauth2-proxy.toolshare-system.svc.cluster.local:4180/oauth2/auth"),
+        help="oauth2-proxy's /oauth2/auth URL ($TOOLSHARE_OAUTH2_PROXY_URL)")
+    g.add_argument("--signin-url", default=os.environ.get("TOOLSHARE_SIGNIN_URL", ""),
+                   help="where the Shared with me page sends callers who are not signed in")
+    g.add_argument("--user-header", default="X-Auth-Request-Preferred-Username",
+                   help="oauth2-proxy answer header naming the user (falls back to X-Auth-Request-User)")
+    g.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
+    g.add_argument("--log-format", choices=["text", "json"], default=LOG_FORMAT,
+                   help="text (default) or one JSON object per line ($TOOLSHARE_LOG_FORMAT)")
+    g.set_defaults(func=_gate)
+    add_sharing_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+def kubectl_main(argv: list[str] | None = None) -> int:
+    """`kubectl toolshare share|unshare|list ...` (installed as kubectl-toolshare)."""
+    parser = argparse.ArgumentParser(prog="kubectl toolshare", description="share Toolshare runs")
+    add_sharing_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

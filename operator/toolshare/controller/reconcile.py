@@ -1,0 +1,253 @@
+"""Reconcile one ToolRun, or one RunShare's status, from what the cache holds.
+
+The handlers keep the cluster's state in state/'s views (no list calls on events); this module turns
+that state into writes: render the desired children with the pure renderer, compare them with
+the actual children, and write only the difference. An unchanged run costs zero requests.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from toolshare import access, model, render
+from toolshare.client.kube import ApiError, Kube
+from toolshare.conditions import contains, set_condition
+from toolshare.policy import Policy
+from toolshare.settings import Settings
+from toolshare.state.cache import CACHE, project
+
+log = logging.getLogger("toolshare.reconcile")
+
+ANN_HASH = "toolshare.dev/render-hash"
+CHILD_KINDS = ("Pod", "Service", "Ingress", "NetworkPolicy")
+
+
+def render_hash(obj: Mapping) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def owner_reference(run: Mapping) -> dict:
+    return {"apiVersion": "toolshare.dev/v1alpha1", "kind": "ToolRun", "name": run["metadata"]["name"],
+            "uid": run["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def finish_child(child: dict, run: Mapping) -> dict:
+    """Stamp ownership and the render hash (of the object before stamping) on a desired child."""
+    child = copy.deepcopy(child)
+    digest = render_hash(child)
+    meta = child["metadata"]
+    meta["ownerReferences"] = [owner_reference(run)]
+    meta.setdefault("annotations", {})[ANN_HASH] = digest
+    return child
+
+
+def child_key(obj: Mapping) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+def needs_write(desired: Mapping, actual: Mapping | None) -> bool:
+    """A child needs a write if missing, rendered differently, or drifted from what we set."""
+    if actual is None:
+        return True
+    if (actual.get("metadata", {}).get("annotations") or {}).get(ANN_HASH) != desired["metadata"]["annotations"][ANN_HASH]:
+        return True
+    if desired["kind"] == "Pod":  # immutable spec, server-filled defaults: the hash decides
+        return False
+    return not contains(actual, {k: v for k, v in desired.items() if k != "status"})
+
+
+@dataclass
+class Written:
+    """Objects we wrote whose watch event has not reached the index yet (read-your-writes).
+
+    Without this, a second event arriving before our own write's echo would compare against the
+    stale indexed copy and write the same thing again. Each is kept as the cache keeps objects
+    (cache.project: what the comparisons read) and only until the cache holds its echo: a sweep,
+    each time the overlay has doubled, drops the writes the cache has caught up with (and any
+    older than `max_age`, whose object is gone), so 50,000 writes at start-up do not stay here.
+    """
+
+    objects: dict[tuple[str, str, str, str], dict] = field(default_factory=dict)
+    version: Callable[[str], int] = CACHE.version  # uid -> the resourceVersion the cache holds
+    max_age: float = 300.0
+    _at: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
+    _sweep_at: int = 1024
+
+    @staticmethod
+    def key(obj: Mapping) -> tuple[str, str, str, str]:
+        return obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"], ""
+
+    def remember(self, obj: Mapping) -> None:
+        key = self.key(obj)
+        self.objects[key] = project(obj)
+        self._at[key] = time.monotonic()
+        if len(self.objects) >= self._sweep_at:
+            self.sweep()
+
+    def forget(self, obj: Mapping) -> None:
+        self.objects.pop(self.key(obj), None)
+        self._at.pop(self.key(obj), None)
+
+    def deleted(self, obj: Mapping) -> None:
+        """The object is gone: our last write of it must not stand in for it. Without this, a
+        child deleted while its write's echo was lost (a watch broken by an API server restart,
+        then a re-list without it) looked present to newest() and was never re-created."""
+        mine = self.objects.get(self.key(obj))
+        uid = (obj.get("metadata") or {}).get("uid")
+        if mine is not None and (not uid or mine["metadata"].get("uid") in (None, uid)):
+            self.forget(obj)
+
+    def sweep(self) -> None:
+        """Drop the writes whose echo the cache holds (newest() would prefer the cache's copy)."""
+        old = time.monotonic() - self.max_age
+        for key, obj in list(self.objects.items()):
+            meta = obj["metadata"]
+            try:
+                caught_up = self.version(meta.get("uid") or "") >= int(meta["resourceVersion"])
+            except (KeyError, ValueError):
+                caught_up = True
+            if caught_up or self._at.get(key, 0) < old:
+                del self.objects[key]
+                self._at.pop(key, None)
+        self._sweep_at = max(2 * len(self.objects), 1024)
+
+    def newest(self, indexed: Mapping | None, desired_key) -> Mapping | None:
+        """The fresher of the indexed object and our own last write of it."""
+        mine = self.objects.get(desired_key)
+        if mine is None:
+            return indexed
+        if indexed is None:
+            return mine
+        try:
+            if int(indexed["metadata"]["resourceVersion"]) >= int(mine["metadata"]["resourceVersion"]):
+                self.objects.pop(desired_key, None)
+                self._at.pop(desired_key, None)
+                return indexed
+        except (KeyError, ValueError):
+            return indexed
+        return mine
+
+
+@dataclass
+class Reconciler:
+    kube: Kube
+    settings: Settings
+    policy: Policy = field(default_factory=Policy)
+    written: Written = field(default_factory=Written)  # one reconcile per key at a time: workqueue.WorkQueue
+
+    async def reconcile_run(self, run: Mapping, shares: list[Mapping], runs_by_name: Mapping[str, Mapping],
+                            children: Mapping[tuple[str, str], Mapping], host_owner: Mapping | None,
+                            now: dt.datetime) -> dict:
+        """Bring one run's children and status in line; return the new status (for events)."""
+        run = self.written.newest(run, Written.key(run))
+        ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
+        generation = run["metadata"].get("generation")
+        status = dict(run.get("status") or {})
+        conditions = status.get("conditions") or []
+        problems = model.validate_run(run)
+        if problems:
+            conditions = set_condition(conditions, "Ready", False, "InvalidSpec", "; ".join(problems), generation, now)
+            desired = []
+        elif host_owner is not None:
+            other = f"{host_owner['metadata']['namespace']}/{host_owner['metadata']['name']}"
+            msg = (f"host {model.host_for(run, self.settings)} is already used by ToolRun {other}; "
+                   "choose another spec.friendlyName")
+            conditions = set_condition(conditions, "Ready", False, "FriendlyNameConflict", msg, generation, now)
+            desired = [finish_child(c, run) for c in render.render_children(run, shares, self.settings, now, runs_by_name, self.policy)
+                       if c["kind"] != "Ingress"]  # never take over another run's host
+        else:
+            desired = [finish_child(c, run) for c in render.render_children(run, shares, self.settings, now, runs_by_name, self.policy)]
+            conditions = None  # set after the writes succeed
+
+        failed = None
+        wanted = {child_key(c) for c in desired}
+        for child in desired:
+            key = child_key(child)
+            wkey = (child["kind"], ns, child["metadata"]["name"], "")
+            actual = self.written.newest(children.get(key), wkey)
+            if not needs_write(child, actual):
+                continue
+            try:
+                if child["kind"] == "Pod" and actual is not None:
+                    # A Pod's spec is immutable: replace it. The next reconcile creates the new one.
+                    await self.kube.adelete("v1", "Pod", ns, child["metadata"]["name"])
+                    self.written.forget(child)
+                    continue
+                result = await self.kube.aapply(child)
+                self.written.remember(result)
+            except ApiError as e:
+                failed = f"writing {child['kind']} {child['metadata']['name']}: {e}"
+                log.warning("run %s/%s: %s", ns, name, failed)
+        for key, actual in children.items():
+            if key not in wanted and key[0] in CHILD_KINDS:
+                try:
+                    await self.kube.adelete(actual["apiVersion"], key[0], ns, key[1])
+                except ApiError as e:
+                    failed = f"deleting {key[0]} {key[1]}: {e}"
+
+        if conditions is None:
+            if failed:
+                conditions = set_condition(status.get("conditions"), "Ready", False, "ApplyFailed", failed, generation, now)
+            else:
+                conditions = set_condition(status.get("conditions"), "Ready", True, "Reconciled",
+                                           "children are in line with the run and its active shares", generation, now)
+        pod_name = model.service_name(name)
+        # Our own apply's answer may be newer than the cache (its phase included).
+        pod = self.written.newest(children.get(("Pod", pod_name)), ("Pod", ns, pod_name, "")) if not problems else None
+        new_status = {
+            **(render.run_status(run, shares, self.settings, now, runs_by_name, self.policy) if not problems else
+               {"urls": [], "sharedWith": {"users": [], "groups": [], "summary": ""}}),
+            "conditions": conditions,
+            "podPhase": ((pod or {}).get("status") or {}).get("phase") or ("Pending" if pod else "Unknown"),
+            "observedGeneration": generation,
+        }
+        if not contains(status, new_status):
+            try:
+                self.written.remember(await self.kube.amerge_patch_status(
+                    model.API_VERSION, "ToolRun", ns, name, new_status))
+            except ApiError as e:
+                if e.status != 404:  # 404: the run is gone, nothing to retry
+                    failed = f"writing status: {e}"
+                    log.warning("run %s/%s: status write failed: %s", ns, name, e)
+        if failed:
+            raise RetryLater(failed)
+        return new_status
+
+    async def reconcile_share(self, share: Mapping, runs_by_name: Mapping[str, Mapping], now: dt.datetime) -> access.ShareState:
+        share = self.written.newest(share, Written.key(share))
+        ns, name = share["metadata"]["namespace"], share["metadata"]["name"]
+        state = access.share_state(share, runs_by_name, now, self.policy)
+        status = dict(share.get("status") or {})
+        active = state.reason == access.ACTIVE
+        # No observedGeneration here: a spec change that leaves the verdict alone (say, one more
+        # user) then costs no status write; the run's Ingress and status carry the change.
+        new_status = {
+            **render.share_status(state),
+            "conditions": set_condition(status.get("conditions"), "Ready", active, state.reason, state.message,
+                                        None, now),
+        }
+        if not contains(status, new_status):
+            try:
+                self.written.remember(await self.kube.amerge_patch_status(
+                    model.API_VERSION, "RunShare", ns, name, new_status))
+            except ApiError as e:
+                if e.status != 404:
+                    log.warning("share %s/%s: status write failed: %s", ns, name, e)
+                    raise RetryLater(f"writing status: {e}", result=state) from e
+        return state
+
+
+class RetryLater(Exception):
+    """A write failed for a reason that may pass (API server away, 5xx): reconcile again later.
+    `result` is what the reconcile decided anyway (a share's verdict), for the caller to act on."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result

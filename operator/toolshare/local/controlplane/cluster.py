@@ -1,0 +1,313 @@
+"""Start, stop and inspect a local control plane living in one directory.
+
+Layout of DIR: pki/ (CA, serving cert, SA keys, tokens.csv), etcd/ (data), logs/, state.json (what
+runs: pids, ports and each component's argv, so `restart` can start one again in place), kubeconfig (admin) and <user>.kubeconfig for the test identities.
+Every process is started in its own session so `down` can signal the whole process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from toolshare import pki as pkimod
+from toolshare.local.controlplane.binaries import Binaries, ensure_binaries
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+SERVICE_CIDR = "10.96.0.0/16"
+READY_TIMEOUT = 90.0
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (None if gone or a zombie): with the pid, a process's identity."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _alive(pid: int, started: int | None) -> bool:
+    """True if `pid` is still the process we started (a recycled pid does not count)."""
+    return started is not None and _start_time(pid) == started
+
+
+@dataclass
+class State:
+    directory: Path
+    pids: dict[str, int]
+    ports: dict[str, int]
+    binaries: str
+    starts: dict[str, int | None] = field(default_factory=dict)
+    argv: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @classmethod
+    def load(cls, directory: Path) -> "State | None":
+        path = directory / "state.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(directory, data["pids"], data["ports"], data["binaries"], data.get("starts", {}),
+                   data.get("argv", {}))
+
+    def save(self) -> None:
+        tmp = self.directory / "state.json.tmp"
+        tmp.write_text(json.dumps({"pids": self.pids, "starts": self.starts, "ports": self.ports,
+                                   "binaries": self.binaries, "argv": self.argv}))
+        os.replace(tmp, self.directory / "state.json")
+
+    def running(self) -> dict[str, bool]:
+        return {name: _alive(pid, self.starts.get(name)) for name, pid in self.pids.items()}
+
+    def launch(self, name: str, argv: list[str]) -> None:
+        pid = _start(name, argv, self.directory / "logs")
+        self.pids[name], self.starts[name], self.argv[name] = pid, _start_time(pid), list(argv)
+        self.save()
+
+
+def kubeconfig(server: str, ca_file: Path, user: str, token: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "toolshare-local", "cluster": {
+            "server": server,
+            "certificate-authority-data": __import__("base64").b64encode(ca_file.read_bytes()).decode(),
+        }}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": f"toolshare-local-{user}", "context": {"cluster": "toolshare-local", "user": user}}],
+        "current-context": f"toolshare-local-{user}",
+    }
+
+
+def _write_kubeconfig(path: Path, config: dict) -> None:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+
+
+def _get(url: str, ca: Path, token: str | None, timeout: float = 2.0) -> tuple[int, str]:
+    ctx = ssl.create_default_context(cafile=str(ca)) if ca else ssl._create_unverified_context()
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except (OSError, urllib.error.URLError) as e:
+        return 0, str(e)
+
+
+def _start(name: str, argv: list[str], logs: Path) -> int:
+    log = open(logs / f"{name}.log", "ab")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, close_fds=True)
+    log.close()
+    return proc.pid
+
+
+def _wait(what: str, check, timeout: float, state: State, logs: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        dead = [n for n, ok in state.running().items() if not ok]
+        if dead:
+            tail = (logs / f"{dead[0]}.log").read_text(errors="replace")[-3000:]
+            raise ClusterError(f"{dead[0]} exited while waiting for {what}; last log lines:\n{tail}")
+        time.sleep(0.2)
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; logs are in {logs}")
+
+
+def _ready_check(state: State, name: str, p: pkimod.ClusterPKI):
+    """A no-argument check that is true once component `name` answers its health URL."""
+    if name == "etcd":
+        return lambda: _get(f"http://127.0.0.1:{state.ports['etcd']}/health", None, None)[0] == 200
+    if name == "kube-apiserver":
+        return lambda: _get(f"{state.server}/readyz", p.ca_cert, p.tokens["admin"])[0] == 200
+    return lambda: _get(f"https://127.0.0.1:{state.ports['controller_manager']}/healthz", None, None)[0] == 200
+
+
+def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
+    """Bring the control plane up in `directory` and return once /readyz answers ok."""
+    directory = directory.resolve()
+    existing = State.load(directory)
+    if existing is not None:
+        status = existing.running()
+        if all(status.values()):
+            log(f"control plane already running in {directory} at {existing.server}")
+            return existing
+        # A stale directory from a killed run: stop what is left and start over from clean data,
+        # rather than half-use an etcd whose API server may have died mid-write.
+        log(f"recovering stale cluster directory {directory} ({status}); restarting from clean data")
+        down(directory, log=lambda *_: None)
+    binaries = binaries or ensure_binaries(log=log)
+    started = time.monotonic()
+    logs = directory / "logs"
+    for sub in ("etcd", "logs"):
+        shutil.rmtree(directory / sub, ignore_errors=True)
+    logs.mkdir(parents=True)
+    p = pkimod.ensure_pki(directory / "pki")
+    ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager")}
+    state = State(directory, {}, ports, str(binaries.directory))
+    state.save()  # before starting anything, so `down` can always find what it has to stop
+
+    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+    peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
+    state.launch("etcd", [
+        str(binaries.path("etcd")),
+        "--name=toolshare", f"--data-dir={directory / 'etcd'}",
+        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+        f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=toolshare={peer_url}",
+        "--unsafe-no-fsync=true",  # a disposable test cluster: durability traded for speed
+        "--log-level=warn",
+    ])
+    _wait("etcd", _ready_check(state, "etcd", p), READY_TIMEOUT, state, logs)
+
+    state.launch("kube-apiserver", [
+        str(binaries.path("kube-apiserver")),
+        f"--etcd-servers={etcd_url}",
+        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--secure-port={ports['apiserver']}",
+        f"--tls-cert-file={p.serving_cert}", f"--tls-private-key-file={p.serving_key}",
+        f"--client-ca-file={p.ca_cert}",
+        f"--token-auth-file={p.token_file}",
+        "--authorization-mode=RBAC",
+        f"--service-account-key-file={p.sa_pub}",
+        f"--service-account-signing-key-file={p.sa_key}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--allow-privileged=true",
+        "--endpoint-reconciler-type=none",  # no kubelet or Service network here
+        "--profiling=false",
+    ])
+    _wait("kube-apiserver /readyz", _ready_check(state, "kube-apiserver", p), READY_TIMEOUT, state, logs)
+
+    kcm_config = directory / "pki" / "controller-manager.kubeconfig"
+    _write_kubeconfig(kcm_config, kubeconfig(state.server, p.ca_cert, pkimod.CONTROLLER_MANAGER.name,
+                                             p.tokens[pkimod.CONTROLLER_MANAGER.name]))
+    state.launch("kube-controller-manager", [
+        str(binaries.path("kube-controller-manager")),
+        f"--kubeconfig={kcm_config}",
+        f"--authentication-kubeconfig={kcm_config}", f"--authorization-kubeconfig={kcm_config}",
+        "--bind-address=127.0.0.1", f"--secure-port={ports['controller_manager']}",
+        "--leader-elect=false",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={p.sa_key}",
+        f"--root-ca-file={p.ca_cert}",
+        "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,"
+        "serviceaccount-token-controller,root-ca-certificate-publisher-controller,"
+        "clusterrole-aggregation-controller",  # fills admin/edit/view from aggregate-to-* roles
+        "--concurrent-gc-syncs=5",
+    ])
+    _wait("kube-controller-manager /healthz", _ready_check(state, "kube-controller-manager", p),
+          READY_TIMEOUT, state, logs)
+
+    for ident in pkimod.IDENTITIES:
+        name = "kubeconfig" if ident.name == "admin" else f"{ident.name}.kubeconfig"
+        _write_kubeconfig(directory / name, kubeconfig(state.server, p.ca_cert, ident.name, p.tokens[ident.name]))
+    log(f"control plane up at {state.server} in {time.monotonic() - started:.1f}s")
+    log(f"  admin:  export KUBECONFIG={directory / 'kubeconfig'}")
+    log("  users:  " + " ".join(str(directory / f"{i.name}.kubeconfig") for i in pkimod.IDENTITIES if i.name != "admin"))
+    return state
+
+
+def _stop(state: State, name: str, timeout: float) -> bool:
+    """SIGTERM the component's process group, SIGKILL after `timeout`; False if it was not running."""
+    pid, started = state.pids.get(name), state.starts.get(name)
+    if pid is None or not _alive(pid, started):
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while _alive(pid, started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid, started):
+        os.killpg(pid, signal.SIGKILL)
+        while _alive(pid, started):
+            time.sleep(0.05)
+    return True
+
+
+def restart(directory: Path, components=("kube-apiserver",), log=print, timeout: float = 15.0) -> State:
+    """Stop each named component and start it again with the argv it was launched with: same ports,
+    same certificates, same etcd data. One at a time, in start order (etcd before the API server),
+    each back and healthy before the next goes; the others keep running throughout."""
+    directory = directory.resolve()
+    state = State.load(directory)
+    if state is None:
+        raise ClusterError(f"no control plane recorded in {directory}")
+    unknown = set(components) - set(COMPONENTS)
+    if unknown:
+        raise ClusterError(f"unknown components {sorted(unknown)}; choose from {', '.join(COMPONENTS)}")
+    p = pkimod.ensure_pki(directory / "pki")
+    for name in (c for c in COMPONENTS if c in components):
+        argv = state.argv.get(name)
+        if not argv:
+            raise ClusterError(f"{name} has no recorded argv in {directory / 'state.json'}; run `down` and `up`")
+        started = time.monotonic()
+        _stop(state, name, timeout)
+        state.launch(name, argv)
+        _wait(f"{name} to come back", _ready_check(state, name, p), READY_TIMEOUT, state, directory / "logs")
+        log(f"restarted {name} in {time.monotonic() - started:.1f}s")
+    return state
+
+
+def down(directory: Path, log=print, timeout: float = 15.0) -> list[str]:
+    """Stop every process the cluster in `directory` started; return the names stopped."""
+    directory = directory.resolve()
+    state = State.load(directory)
+    if state is None:
+        log(f"no control plane recorded in {directory}")
+        return []
+    # Reverse start order: the controller manager and API server go before their etcd.
+    stopped = [name for name in reversed(COMPONENTS) if _stop(state, name, timeout)]
+    (directory / "state.json").unlink(missing_ok=True)
+    log(f"stopped {', '.join(stopped) or 'nothing (no process was running)'} in {directory}")
+    return stopped
+
+
+def status(directory: Path) -> dict:
+    directory = directory.resolve()
+    state = State.load(directory)
+    if state is None:
+        return {"directory": str(directory), "running": False, "components": {}}
+    running = state.running()
+    ready = False
+    if running.get("kube-apiserver"):
+        token = pkimod.ensure_pki(directory / "pki").tokens["admin"]
+        ready = _get(f"{state.server}/readyz", directory / "pki" / "ca.crt", token)[0] == 200
+    return {
+        "directory": str(directory),
+        "running": all(running.values()) and bool(running),
+        "ready": ready,
+        "server": state.server,
+        "components": {n: {"pid": state.pids[n], "running": ok} for n, ok in running.items()},
+        "kubeconfig": str(directory / "kubeconfig"),
+    }

@@ -1,0 +1,42 @@
+"""The run's Pod: the tool container with its declared ports, no API token."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from toolshare.model import CONTAINER_NAME, as_list, get, http_endpoints, spec_of, ssh_endpoints
+from toolshare.render.common import child_metadata, identity
+
+
+def render_pod(run: Mapping) -> dict:
+    name, _, _ = identity(run)
+    spec = spec_of(run)
+    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": spec.get("image")}
+    for field in ("command", "args"):
+        values = as_list(spec.get(field))
+        if values and all(isinstance(v, str) for v in values):
+            container[field] = values
+    env = [{"name": e["name"], "value": e["value"] if isinstance(e.get("value"), str) else ""}
+           for e in as_list(spec.get("env")) if isinstance(e, Mapping) and isinstance(e.get("name"), str)]
+    if env:
+        container["env"] = env
+    resources = {k: dict(v) for k, v in (get(spec, "resources") or {}).items()
+                 if k in ("requests", "limits") and isinstance(v, Mapping)}
+    if resources:
+        container["resources"] = resources
+    ports = sorted(http_endpoints(run) + ssh_endpoints(run), key=lambda ep: ep.name)
+    if ports:
+        container["ports"] = [{"name": ep.name, "containerPort": ep.port, "protocol": "TCP"}
+                              for ep in ports]
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": child_metadata(run, name),
+        "spec": {
+            "containers": [container],
+            # A shared tool has no business talking to the Kubernetes API.
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+        },
+    }
+
