@@ -126,7 +126,7 @@ def traced_operator(out: str, metrics_port: str) -> int:
         Path(out + ".done").write_text("")
 
     signal.signal(signal.SIGUSR1, dump)
-    from toolshare.cli.main import main as cli
+    from toolshare.cli import main as cli
 
     return cli.main(["operator", "--metrics-port", metrics_port])
 

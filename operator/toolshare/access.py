@@ -17,7 +17,8 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from toolshare.model import as_list, as_utc, expires_at, get, http_endpoints, name_of, share_applies_to, share_problem
+from toolshare.model import (as_list, as_utc, expires_at, get, http_endpoints, name_of, share_applies_to,
+                             share_problem, validate_run)
 from toolshare.policy import Policy
 from toolshare.principals import is_valid_principal
 
@@ -140,6 +141,21 @@ def access_for(run: Mapping, shares: Iterable[Mapping], now: dt.datetime,
 def is_allowed(owner: str, access: Access, user: str, user_groups: Iterable[str]) -> bool:
     """Access = owner OR a listed user OR a member of a listed group."""
     return user == owner or user in access.users or not set(user_groups).isdisjoint(access.groups)
+
+
+def may_reach(run: Mapping, endpoint: str, shares: Iterable[Mapping], user: str, user_groups: Iterable[str],
+              now: dt.datetime, runs_by_name: Mapping[str, Mapping] | None = None,
+              policy: Policy | None = None) -> bool:
+    """The gate's decision for one request: may `user` reach this endpoint of this run now?
+
+    The same answer the renderer writes into the endpoint's Ingress, computed from the run and its
+    shares themselves (with the caller's clock: an expired share grants nothing from the instant it
+    expires). Never for an invalid run, nor for an endpoint that is not a shareable HTTP one.
+    """
+    if validate_run(run):
+        return False
+    acl = access_for(run, shares, now, runs_by_name, policy).get(endpoint)
+    return acl is not None and is_allowed(get(run, "spec", "owner"), acl, user, user_groups)
 
 
 def next_expiry(shares: Iterable[Mapping], now: dt.datetime) -> dt.datetime | None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.support import helm as h
-from toolshare.cli.main import main as cli
+from toolshare.cli import main as cli
 from toolshare.local.controlplane.binaries import ensure_binaries
 from toolshare.local.dev import repo_root
 

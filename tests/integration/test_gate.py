@@ -1,6 +1,6 @@
-"""The gate end to end: real oauth2-proxy, signed tokens, the operator writing the Ingresses.
+"""The gate end to end: real oauth2-proxy, signed tokens, the operator reconciling the runs.
 
-Every answer below comes from `toolshare gate` deciding on what the operator rendered; people are
+Every answer below comes from `toolshare gate` deciding from the ToolRuns and RunShares; people are
 alice (owner), bob (shared user), carol (in group guests), dave (nobody shares with him) and an
 anonymous caller.
 """
@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from tests.support import rbac
 from tests.support.auth import PEOPLE, get, matrix
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.wait import wait_for
@@ -46,8 +47,8 @@ def test_share_and_unshare_open_and_close_the_gate(operator, gate, issuer, ts, n
 
     ts.delete("runshares", "with-bob")
     _settle(gate, issuer, namespace, "nb", "lab", OWNER_ONLY)
-    # SSH is never an endpoint the gate knows.
-    assert get(f"{gate.url}/check/{namespace}/nb/ssh", issuer.token("alice"))[0] == 404
+    # SSH is never an endpoint the gate opens, not even to the owner.
+    assert get(f"{gate.url}/check/{namespace}/nb/ssh", issuer.token("alice"))[0] == 403
 
 
 def test_per_endpoint_share_opens_only_that_endpoint(operator, gate, issuer, ts, namespace):
@@ -86,16 +87,16 @@ def test_identity_comes_only_from_oauth2_proxy(operator, gate, issuer, ts, names
         "alice", "alice@toolshare.test", "lab,data-science")
 
 
-def test_unknown_run_or_endpoint_is_a_clear_404(gate, issuer, namespace):
+def test_unknown_run_or_endpoint_is_refused_like_a_forbidden_one(gate, issuer, namespace):
     status, _, body = get(f"{gate.url}/check/{namespace}/ghost/lab", issuer.token("alice"))
-    assert status == 404 and "ghost" in body and namespace in body
+    assert status == 403 and body == f"alice may not use ghost/lab in {namespace}\n"
     # Not signed in comes first: an anonymous caller learns nothing about which runs exist.
     assert get(f"{gate.url}/check/{namespace}/ghost/lab")[0] == 401
 
 
 def test_gate_fails_closed_when_oauth2_proxy_is_unreachable(cluster, crds, issuer, tmp_path):
     dead = f"http://127.0.0.1:{devservices.free_port()}/oauth2/auth"
-    svc = devservices.gate(cluster.kubeconfig(), dead, tmp_path).start()
+    svc = devservices.gate(cluster.kubeconfig(), dead, tmp_path, env=rbac.POLICY_ENV).start()
     try:
         status, _, body = get(f"{svc.url}/check/default/any/lab", issuer.token("alice"))
         assert status == 503 and "oauth2-proxy" in body
@@ -107,7 +108,8 @@ def test_gate_fails_closed_when_oauth2_proxy_is_unreachable(cluster, crds, issue
 
 def test_replicas_agree_and_shared_with_me_lists_alices_run(operator, gate, oauth2_proxy, issuer, ts,
                                                              namespace, cluster, tmp_path):
-    second = devservices.gate(cluster.kubeconfig(), f"{oauth2_proxy.url}/oauth2/auth", tmp_path).start()
+    second = devservices.gate(cluster.kubeconfig(), f"{oauth2_proxy.url}/oauth2/auth", tmp_path,
+                              env=rbac.POLICY_ENV).start()
     try:
         ts.create(toolrun("shared-nb"))
         _has_ingress(ts, "shared-nb")

@@ -149,7 +149,7 @@ def test_install_reconcile_upgrade_uninstall(own_cluster, tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{installed.metrics_port}/metrics", timeout=5) as r:
             assert "toolshare_active_shares 1.0" in r.read().decode()
         with urllib.request.urlopen(f"{gate.url}/metrics", timeout=5) as r:
-            assert "toolshare_gate_endpoints 1.0" in r.read().decode()
+            assert "toolshare_gate_runs 1.0" in r.read().decode()
         # carol may not name alice as owner: admission runs through the chart's configuration.
         with pytest.raises(kubernetes.client.ApiException) as refused:
             Toolshare(tc.client("carol"), "lab").create(toolrun("x", owner="alice"))

@@ -23,7 +23,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from tests.support import cluster as support
+from tests.support import cluster as support, rbac
 from tests.support.auth import get
 from tests.support.burst import ShareBurst, retrying
 from tests.support.expected import converged
@@ -302,7 +302,8 @@ def test_killed_gate_replica_leaves_the_others_answering(cluster, namespace, ope
                                                          tmp_path):
     ts = Toolshare(cluster.client(), namespace)
     auth = f"{oauth2_proxy.url}/oauth2/auth"
-    replicas = [devservices.gate(cluster.kubeconfig(), auth, tmp_path).start() for _ in range(3)]
+    replicas = [devservices.gate(cluster.kubeconfig(), auth, tmp_path, env=rbac.POLICY_ENV).start()
+                for _ in range(3)]
     try:
         ts.create(toolrun("nb"))
         ts.create(runshare("to-bob", run="nb", users=["bob"]))

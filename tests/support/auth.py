@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from tests.support import rbac
 from toolshare.local import services as devservices
 from toolshare.local.issuer import DevIssuer
 
@@ -32,7 +33,7 @@ def oauth2_proxy(issuer, tmp_path_factory):
 @pytest.fixture(scope="session")
 def gate(cluster, crds, oauth2_proxy, tmp_path_factory):
     svc = devservices.gate(cluster.kubeconfig(), f"{oauth2_proxy.url}/oauth2/auth",
-                           tmp_path_factory.mktemp("gate")).start()
+                           tmp_path_factory.mktemp("gate"), env=rbac.POLICY_ENV).start()
     yield svc
     svc.stop()
 

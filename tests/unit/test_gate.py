@@ -1,4 +1,4 @@
-"""The gate's pure parts: Ingress -> Entry, the verdict, the store, identity headers, the page."""
+"""The gate's pure parts: the verdict, identity headers, Shared with me, the page, the watch."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import datetime as dt
 import pytest
 from hypothesis import given, strategies as st
 
-from toolshare import model, render
-from toolshare.gate.allowlist import Entry, Identity, Store, entry_from_ingress, verdict
+from toolshare import access, render
 from toolshare.gate.identity import IdentityUnavailable, forwarded_headers, identity_from_headers
 from toolshare.gate.page import render_page
 from toolshare.gate.shared import shared_with_me
+from toolshare.gate.verdict import Identity, verdict
+from toolshare.policy import Policy
 from toolshare.settings import Settings
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 SETTINGS = Settings()
+POLICY = Policy()
 
 
 def _run(name="nb", owner="alice", endpoints=None):
@@ -26,20 +28,19 @@ def _run(name="nb", owner="alice", endpoints=None):
                 {"name": "api", "port": 9000, "protocol": "http", "path": "/api"}]}}
 
 
-def _share(name, users=(), groups=(), endpoints=None, expires=None, run="nb"):
+def _share(name, users=(), groups=(), endpoints=None, expires=None, run="nb", by="alice"):
     spec = {"runRef": {"name": run}, "users": list(users), "groups": list(groups)}
     if endpoints:
         spec["endpoints"] = endpoints
     if expires:
         spec["expiresAt"] = expires
     return {"metadata": {"name": name, "namespace": "lab", "creationTimestamp": "2026-11-22T10:00:00Z",
-                         "annotations": {"toolshare.dev/shared-by": "alice"}},
+                         "annotations": {"toolshare.dev/shared-by": by}},
             "spec": spec, "status": {"runs": [run]}}
 
 
-def _entries(shares, run=None):
-    run = run or _run()
-    return {e.endpoint: e for e in map(entry_from_ingress, render.render_ingresses(run, shares, SETTINGS, NOW))}
+def _verdicts(run, shares, endpoint, now=NOW):
+    return [verdict(who, run, endpoint, shares, {"nb": run}, now, POLICY) for who in (ALICE, BOB, CAROL, DAVE, None)]
 
 
 ALICE = Identity("alice", "alice@x", ("lab", "data-science"))
@@ -48,41 +49,42 @@ CAROL = Identity("carol", "carol@x", ("guests",))
 DAVE = Identity("dave", "dave@x", ("visitors",))
 
 
-def test_the_gate_decides_exactly_what_the_renderer_wrote():
-    entries = _entries([_share("s", users=["bob"], groups=["guests"], endpoints=["api"])])
-    assert [verdict(entries["api"], who) for who in (ALICE, BOB, CAROL, DAVE, None)] == [202, 202, 202, 403, 401]
-    assert [verdict(entries["lab"], who) for who in (ALICE, BOB, CAROL, DAVE, None)] == [202, 403, 403, 403, 401]
-    assert entries["api"].url == "http://nb-lab.toolshare.localhost/api"
+def test_the_gate_decides_what_the_renderer_writes():
+    shares = [_share("s", users=["bob"], groups=["guests"], endpoints=["api"])]
+    assert _verdicts(_run(), shares, "api") == [202, 202, 202, 403, 401]
+    assert _verdicts(_run(), shares, "lab") == [202, 403, 403, 403, 401]
+    # The same answer the Ingress annotations carry, from the same function.
+    ingress = {i["metadata"]["labels"]["toolshare.dev/endpoint"]: i["metadata"]["annotations"]
+               for i in render.render_ingresses(_run(), shares, SETTINGS, NOW, policy=POLICY)}
+    assert ingress["api"][render.ANN_USERS] == "bob" and ingress["lab"][render.ANN_USERS] == ""
 
 
-def test_expired_shares_grant_nothing():
-    entries = _entries([_share("s", users=["bob"], expires="2026-11-22T11:59:59Z")])
-    assert verdict(entries["lab"], BOB) == 403
+def test_expired_shares_grant_nothing_by_the_gates_own_clock():
+    shares = [_share("s", users=["bob"], expires="2026-11-22T12:00:00Z")]
+    assert _verdicts(_run(), shares, "lab", NOW - dt.timedelta(seconds=1))[1] == 202
+    assert _verdicts(_run(), shares, "lab", NOW)[1] == 403
 
 
-def test_unknown_is_404_only_for_someone_signed_in():
-    assert verdict(None, BOB) == 404
-    assert verdict(None, None) == 401
+def test_a_share_by_someone_who_may_not_share_grants_nothing():
+    # bob named himself on alice's run: the recorded sharer is re-checked, as the operator does.
+    assert _verdicts(_run(), [_share("s", users=["bob"], by="bob")], "lab")[1] == 403
+    assert _verdicts(_run(), [_share("s", users=["bob"], by="")], "lab")[1] == 403
 
 
-def test_only_operator_ingresses_count():
-    ingress = render.render_ingresses(_run(), [], SETTINGS, NOW)[0]
-    ingress["metadata"]["labels"][model.LABEL_MANAGED_BY] = "someone-else"
-    assert entry_from_ingress(ingress) is None
+def test_unknown_runs_and_endpoints_look_like_forbidden_ones():
+    assert verdict(BOB, None, "lab", [], {}, NOW) == 403
+    assert verdict(None, None, "lab", [], {}, NOW) == 401
+    assert _verdicts(_run(), [_share("s", users=["bob"])], "nosuch")[1] == 403
+    ssh = _run(endpoints=[{"name": "ssh", "port": 22, "protocol": "ssh"}])
+    assert _verdicts(ssh, [_share("s", users=["bob"])], "ssh")[:2] == [403, 403]  # not even the owner
 
 
-def test_store_follows_adds_changes_and_deletes():
-    store = Store()
-    before = render.render_ingresses(_run(), [], SETTINGS, NOW)
-    store.replace(before)
-    assert len(store) == 2 and verdict(store.get("lab", "nb", "lab"), BOB) == 403
-    after = render.render_ingresses(_run(), [_share("s", users=["bob"])], SETTINGS, NOW)
-    store.upsert(after[0])
-    assert verdict(store.get("lab", "nb", "lab"), BOB) == 202
-    store.delete(after[0])
-    assert store.get("lab", "nb", "lab") is None and len(store) == 1
-    store.replace([])
-    assert len(store) == 0
+def test_the_verdict_is_access_may_reach():
+    shares = [_share("s", groups=["lab"], endpoints=["lab"])]
+    for who in (ALICE, BOB, CAROL, DAVE):
+        for ep in ("lab", "api"):
+            expected = access.may_reach(_run(), ep, shares, who.user, who.groups, NOW, {"nb": _run()}, POLICY)
+            assert (verdict(who, _run(), ep, shares, {"nb": _run()}, NOW, POLICY) == 202) is expected
 
 
 def test_identity_comes_from_oauth2_proxy_headers_only():
@@ -100,16 +102,22 @@ def test_shared_with_me_lists_direct_and_group_shares_with_details():
     shares = [_share("direct", users=["bob"], expires="2026-12-01T00:00:00Z"),
               _share("guests", groups=["guests"], endpoints=["api"]),
               _share("gone", users=["bob"], expires="2026-11-01T00:00:00Z")]
-    entries = list(_entries(shares).values())
-    bob = shared_with_me(BOB, entries, shares, NOW)
+    reached = [(_run(), shares, {"nb": _run()})]
+
+    def view(who, owned=()):
+        return shared_with_me(who, owned, reached, SETTINGS, NOW, POLICY)
+
+    bob = view(BOB)
     assert bob["owned"] == [] and [r["name"] for r in bob["sharedWithMe"]] == ["nb"]
     assert [(s["name"], s["via"], s["sharedBy"], s["expiresAt"]) for s in bob["sharedWithMe"][0]["shares"]] == [
         ("direct", "user", "alice", "2026-12-01T00:00:00Z")]
-    carol = shared_with_me(CAROL, entries, shares, NOW)
-    assert [e["name"] for e in carol["sharedWithMe"][0]["endpoints"]] == ["api"]
+    carol = view(CAROL)
+    assert [(e["name"], e["url"]) for e in carol["sharedWithMe"][0]["endpoints"]] == [
+        ("api", "http://nb-lab.toolshare.localhost/api")]
     assert carol["sharedWithMe"][0]["shares"][0]["via"] == "group:guests"
-    assert [r["name"] for r in shared_with_me(ALICE, entries, shares, NOW)["owned"]] == ["nb"]
-    assert shared_with_me(DAVE, entries, shares, NOW)["sharedWithMe"] == []
+    alice = view(ALICE, owned=[_run()])
+    assert [r["name"] for r in alice["owned"]] == ["nb"] and alice["sharedWithMe"] == []
+    assert view(DAVE)["sharedWithMe"] == []
 
 
 def _view(text: str) -> dict:

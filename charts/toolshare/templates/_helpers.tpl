@@ -54,3 +54,23 @@ capabilities:
 {{- if not $doc.rules }}{{ fail (printf "%s has no rules" .file) }}{{ end -}}
 {{- toYaml $doc.rules -}}
 {{- end -}}
+
+{{- /* The operator's settings and policy, which the gate shares (it renders the same decisions). */ -}}
+{{- define "toolshare.configEnv" -}}
+{{- $fullname := include "toolshare.fullname" . -}}
+{{- $c := .Values.config -}}
+{{- $p := .Values.policy -}}
+- {name: TOOLSHARE_BASE_DOMAIN, value: {{ $c.baseDomain | quote }}}
+- {name: TOOLSHARE_INGRESS_CLASS, value: {{ $c.ingressClass | quote }}}
+- {name: TOOLSHARE_INGRESS_NAMESPACE, value: {{ $c.ingressNamespace | quote }}}
+- {name: TOOLSHARE_GATE_URL, value: {{ $c.gateUrl | default (printf "http://%s-gate.%s.svc.cluster.local:8080" $fullname .Release.Namespace) | quote }}}
+- {name: TOOLSHARE_SIGNIN_URL, value: {{ $c.signinUrl | quote }}}
+- {name: TOOLSHARE_TLS_SECRET, value: {{ $c.tls.secret | quote }}}
+- {name: TOOLSHARE_TLS_CLUSTER_ISSUER, value: {{ $c.tls.clusterIssuer | quote }}}
+- {name: TOOLSHARE_SSH_FROM, value: {{ $c.sshFrom | quote }}}
+- {name: TOOLSHARE_FIELD_MANAGER, value: {{ $c.fieldManager | quote }}}
+- {name: TOOLSHARE_ADMIN_GROUPS, value: {{ join "," $p.adminGroups | quote }}}
+- {name: TOOLSHARE_TRUSTED_APPLIERS, value: {{ join ";" $p.trustedAppliers | quote }}}
+- {name: TOOLSHARE_DIRECTORY, value: {{ ternary (printf "%s/%s" .Release.Namespace $p.directory.name) "" $p.directory.enabled | quote }}}
+- {name: TOOLSHARE_UNCLAIMED_IMAGES_DENY, value: {{ join "," $p.unclaimedImagesDeny | quote }}}
+{{- end -}}

@@ -1,8 +1,9 @@
 """`toolshare gate`: the aiohttp service behind every run's auth-url, and the "Shared with me" page.
 
 Stateless apart from what it watches, so any number of replicas can run side by side: each lists
-and watches the operator's Ingresses (decisions) and the RunShares (page details) itself. No
-request ever causes a Kubernetes API call; every request asks oauth2-proxy who the caller is.
+and watches the ToolRuns and RunShares itself (through state/, the same views the operator keeps)
+and decides with access.py, the code that renders the Ingresses. No request ever causes a
+Kubernetes API call; every request asks oauth2-proxy who the caller is.
 """
 
 from __future__ import annotations
@@ -12,23 +13,25 @@ import datetime as dt
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 
 from toolshare import model
 from toolshare.client.config import ApiConfig
-from toolshare.gate import allowlist, metrics
+from toolshare.gate import metrics, verdict
 from toolshare.gate.identity import DEFAULT_USER_HEADER, IdentityUnavailable, OAuth2Proxy
 from toolshare.gate.page import render_page
 from toolshare.gate.shared import shared_with_me
 from toolshare.gate.watch import Reflector
+from toolshare.policy import Policy
+from toolshare.settings import Settings
+from toolshare.state import views
+from toolshare.state.cache import CACHE
 
 log = logging.getLogger("toolshare.gate")
-INGRESSES = "/apis/networking.k8s.io/v1/ingresses"
-RUNSHARES = "/apis/toolshare.dev/v1alpha1/runshares"
-MANAGED_SELECTOR = f"{model.LABEL_MANAGED_BY}={model.MANAGED_BY}"
+WATCHED = (("toolruns", "ToolRun"), ("runshares", "RunShare"))
 
 
 @dataclass
@@ -37,41 +40,54 @@ class GateConfig:
     signin_url: str = ""  # where the page sends a caller who is not signed in ("" = answer 401)
     kubeconfig: str | None = None
     user_header: str = DEFAULT_USER_HEADER  # which oauth2-proxy header names the principal
+    # The operator's settings (hosts, for the page's URLs) and policy (who may share): the gate
+    # re-checks every share's sharer with it, as the operator does.
+    settings: Settings = field(default_factory=Settings.from_env)
+    policy: Policy = field(default_factory=Policy.from_env)
 
 
 class Gate:
     def __init__(self, config: GateConfig):
         self.config = config
-        self.store = allowlist.Store()
-        self.shares: dict[tuple[str, str], dict] = {}
         self.reflectors: list[Reflector] = []
         self.tasks: list[asyncio.Task] = []
         self.session: aiohttp.ClientSession | None = None
         self.identity: OAuth2Proxy | None = None
+        views.configure(config.settings)
+        views.register_sharee_views()
 
     # --- the watched state -----------------------------------------------------------------
 
-    def _ingress_event(self, kind: str, obj: dict) -> None:
-        (self.store.delete if kind == "DELETED" else self.store.upsert)(obj)
+    @staticmethod
+    def _feed(plural: str, kind: str):
+        def on_replace(items: list[dict]) -> None:
+            for item in items:  # a LIST's items carry no apiVersion or kind
+                item.setdefault("apiVersion", model.API_VERSION)
+                item.setdefault("kind", kind)
+            CACHE.replace(plural, items)
 
-    def _replace_shares(self, items: list[dict]) -> None:
-        self.shares = {_key(s): _slim(s) for s in items}
+        def on_event(event: str, obj: dict) -> None:
+            if event == "DELETED":
+                CACHE.drop(plural, obj)
+                return
+            try:
+                CACHE.put(plural, obj)
+            except Exception:  # noqa: BLE001 - an object the views cannot take grants nothing
+                log.exception("dropping a malformed %s from the gate's memory", kind)
+                CACHE.drop(plural, obj)
 
-    def _share_event(self, kind: str, obj: dict) -> None:
-        if kind == "DELETED":
-            self.shares.pop(_key(obj), None)
-        else:
-            self.shares[_key(obj)] = _slim(obj)
+        return on_replace, on_event
 
     async def start(self, app: web.Application) -> None:
         self.session = aiohttp.ClientSession()
         self.identity = OAuth2Proxy(self.config.auth_url, self.session, self.config.user_header)
         api = ApiConfig.load(self.config.kubeconfig)
-        self.reflectors = [
-            Reflector(api, INGRESSES, MANAGED_SELECTOR, on_replace=self.store.replace,
-                      on_event=self._ingress_event),
-            Reflector(api, RUNSHARES, on_replace=self._replace_shares, on_event=self._share_event),
-        ]
+        self.reflectors = []
+        for plural, kind in WATCHED:
+            on_replace, on_event = self._feed(plural, kind)
+            failed = metrics.WATCH_FAILURES.labels(plural).inc
+            self.reflectors.append(Reflector(api, CACHE.sources[plural].path, on_replace=on_replace,
+                                             on_event=on_event, on_failure=failed))
         self.tasks = [asyncio.create_task(r.run(self.session)) for r in self.reflectors]
 
     async def stop(self, app: web.Application) -> None:
@@ -83,11 +99,12 @@ class Gate:
 
     @property
     def ready(self) -> bool:
+        """Every watch listed and not failed since: only then may anything be decided."""
         return bool(self.reflectors) and all(r.synced.is_set() for r in self.reflectors)
 
     # --- handlers --------------------------------------------------------------------------
 
-    async def _identify(self, request: web.Request) -> allowlist.Identity | None:
+    async def _identify(self, request: web.Request) -> verdict.Identity | None:
         assert self.identity is not None
         return await self.identity.identify(request.headers)
 
@@ -99,30 +116,31 @@ class Gate:
 
     async def _check(self, request: web.Request) -> web.Response:
         if not self.ready:
-            return _text(503, "the gate has not loaded the access lists yet")
-        ns, run, ep = (request.match_info[k] for k in ("namespace", "run", "endpoint"))
+            return _text(503, "the gate is not in sync with the cluster; refusing until it is")
+        ns, name, ep = (request.match_info[k] for k in ("namespace", "run", "endpoint"))
         try:
             identity = await self._identify(request)
         except IdentityUnavailable as e:
-            log.error("refusing %s/%s/%s: %s", ns, run, ep, e)
+            log.error("refusing %s/%s/%s: %s", ns, name, ep, e)
             return _text(503, "cannot verify who you are right now (oauth2-proxy unreachable)")
-        entry = self.store.get(ns, run, ep)
-        status = allowlist.verdict(entry, identity)
-        if status == allowlist.ALLOWED:
+        run = views.run(ns, name)
+        shares = views.shares_for(ns, name) if run is not None else []
+        runs_by_name = views.runs_for(ns, run, shares) if run is not None else {}
+        now = dt.datetime.now(dt.timezone.utc)
+        status = verdict.verdict(identity, run, ep, shares, runs_by_name, now, self.config.policy)
+        if status == verdict.ALLOWED:
             assert identity is not None
             return web.Response(status=202, headers={
                 "X-Auth-Request-User": identity.user,
                 "X-Auth-Request-Email": identity.email,
                 "X-Auth-Request-Groups": ",".join(identity.groups)})
-        if status == allowlist.NOT_SIGNED_IN:
+        if status == verdict.NOT_SIGNED_IN:
             return _text(401, "sign in first")
-        if status == allowlist.UNKNOWN:
-            return _text(404, f"no endpoint {ep!r} of a run {run!r} in namespace {ns!r}")
-        return _text(403, f"{identity.user} may not use {run}/{ep} in {ns}")
+        return _text(403, f"{identity.user} may not use {name}/{ep} in {ns}")
 
     async def _view(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
         if not self.ready:
-            return None, _text(503, "the gate has not loaded the access lists yet")
+            return None, _text(503, "the gate is not in sync with the cluster; refusing until it is")
         try:
             identity = await self._identify(request)
         except IdentityUnavailable:
@@ -130,7 +148,23 @@ class Gate:
         if identity is None:
             return None, None
         now = dt.datetime.now(dt.timezone.utc)
-        return shared_with_me(identity, self.store.entries(), self.shares.values(), now), None
+        reached = []
+        for share in views.shares_naming(identity.user, identity.groups):
+            namespace = share["metadata"]["namespace"]
+            for run in views.share_runs(namespace, share).values():
+                if self._holds_host(run):
+                    shares = views.shares_for(namespace, run["metadata"]["name"])
+                    reached.append((run, shares, views.runs_for(namespace, run, shares)))
+        owned = [r for r in views.runs_owned_by(identity.user) if self._holds_host(r)]
+        return shared_with_me(identity, owned, reached, self.config.settings, now, self.config.policy), None
+
+    def _holds_host(self, run: dict) -> bool:
+        """Whether the run holds its host (a later run with the same friendly name has no Ingress)."""
+        if model.validate_run(run):
+            return False
+        host = model.host_for(run, self.config.settings)
+        holder = model.host_claims(views.runs_on_host(host), self.config.settings).get(host)
+        return holder is not None and holder["metadata"].get("uid") == run["metadata"].get("uid")
 
     async def page(self, request: web.Request) -> web.Response:
         view, error = await self._view(request)
@@ -157,31 +191,21 @@ class Gate:
         return _text(200, "ok")
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        metrics.ENDPOINTS.set(len(self.store))
+        metrics.RUNS.set(len(CACHE.views["toolruns_by_key"]))
         metrics.READY.set(1 if self.ready else 0)
         body, content_type = metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        runs, shares = len(CACHE.views["toolruns_by_key"]), len(CACHE.views["runshares_by_key"])
         if self.ready:
-            return _text(200, f"ok: {len(self.store)} endpoints, {len(self.shares)} shares")
-        return _text(503, "waiting for the initial list of Ingresses and RunShares")
+            return _text(200, f"ok: {runs} runs, {shares} shares")
+        waiting = ", ".join(r.path for r in self.reflectors if not r.synced.is_set()) or "start-up"
+        return _text(503, f"not in sync with the cluster (listing {waiting})")
 
 
 def _text(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers={"Cache-Control": "no-store"})
-
-
-def _key(obj: dict) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return meta.get("namespace") or "", meta.get("name") or ""
-
-
-def _slim(share: dict) -> dict:
-    """What the page needs of a RunShare (no managedFields)."""
-    meta = share.get("metadata") or {}
-    return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "creationTimestamp", "annotations")},
-            "spec": share.get("spec") or {}, "status": share.get("status") or {}}
 
 
 def make_app(config: GateConfig) -> web.Application:

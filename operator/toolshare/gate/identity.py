@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from toolshare.gate.allowlist import Identity
+from toolshare.gate.verdict import Identity
 
 FORWARDED = ("Cookie", "Authorization")
 DEFAULT_USER_HEADER = "X-Auth-Request-Preferred-Username"

@@ -4,6 +4,12 @@ Credentials come from the kubeconfig (or the in-cluster service account) through
 client's config loader; requests are plain aiohttp so one event loop serves checks and watches.
 A watch resumes from the last resourceVersion (bookmarks keep it fresh); 410 Gone means the
 server no longer has that history, so the reflector lists again and replaces its store.
+
+Nothing a watch delivers can stop it for good: any failure (a malformed, oversized or unexpected
+event, an error while storing it, a broken connection) clears `synced`, so the gate answers 503
+instead of deciding from a store that may have missed an event, and the reflector lists afresh
+and goes on. Events are read up to MAX_EVENT_BYTES (an object is at most 1.5 MiB in etcd), a LIST
+has no such limit.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from toolshare.client.config import ApiConfig
 
 log = logging.getLogger("toolshare.gate.watch")
 WATCH_TIMEOUT = 300  # seconds the server keeps one watch open before we start the next
+MAX_EVENT_BYTES = 8 << 20
 
 
 class Gone(Exception):
@@ -30,12 +37,15 @@ class Reflector:
     """Keeps `on_replace`/`on_event` fed with every object at `path` matching `label_selector`."""
 
     def __init__(self, api: ApiConfig, path: str, label_selector: str = "", *,
-                 on_replace: Callable[[list[dict]], None], on_event: Callable[[str, dict], None]):
+                 on_replace: Callable[[list[dict]], None], on_event: Callable[[str, dict], None],
+                 on_failure: Callable[[], None] = lambda: None, max_event_bytes: int = MAX_EVENT_BYTES):
         self.api, self.path, self.selector = api, path, label_selector
-        self.on_replace, self.on_event = on_replace, on_event
+        self.max_event_bytes = max_event_bytes
+        self.on_replace, self.on_event, self.on_failure = on_replace, on_event, on_failure
         self.synced = asyncio.Event()
         self.resource_version = ""
         self.lists = 0  # how often the reflector listed (once, plus once per 410 or failure)
+        self.failures = 0
 
     def _url(self, **params) -> str:
         query = {**({"labelSelector": self.selector} if self.selector else {}), **params}
@@ -49,11 +59,19 @@ class Reflector:
                     await self._list(session)
                 await self._watch(session)
                 delay = 0.5
+            except asyncio.CancelledError:
+                raise
             except Gone:
                 log.info("watch of %s expired (410); listing again", self.path)
+                self.synced.clear()
                 self.resource_version = ""
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
-                log.warning("watch of %s failed: %s; retrying in %.1fs", self.path, e, delay)
+            except Exception as e:  # noqa: BLE001 - whatever it was, the store may have missed an event
+                self.failures += 1
+                self.on_failure()
+                self.synced.clear()
+                self.resource_version = ""
+                log.warning("watch of %s failed (%s: %s); not answering from it until it is listed again "
+                            "in %.1fs", self.path, type(e).__name__, str(e)[:200], delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -79,7 +97,7 @@ class Reflector:
             if resp.status != 200:
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
                                                   message=(await resp.text())[:300])
-            async for line in resp.content:
+            while line := await resp.content.readline(max_line_length=self.max_event_bytes):
                 if line.strip():
                     self._handle(json.loads(line))
 

@@ -183,9 +183,10 @@ class Source:
 class _Entry:
     """What the cache knows of one object: its version, its packed projection, its view keys."""
 
-    __slots__ = ("version", "packed", "links")
+    __slots__ = ("kind", "version", "packed", "links")
 
-    def __init__(self, version: int) -> None:
+    def __init__(self, kind: str, version: int) -> None:
+        self.kind = kind
         self.version = version
         self.packed: bytes | None = None  # of this version; None until an index function asks
         self.links: tuple = ()  # view name, key, view name, key, ... (flat: no tuple per pair)
@@ -241,16 +242,21 @@ class Cache:
             # re-project. At 10,000 runs a restart replays 60,000 objects this way.
             return True
         if entry is None:
-            entry = self._entries[uid] = _Entry(version)
+            entry = self._entries[uid] = _Entry(kind, version)
         elif entry.version != version or not version:
             entry.version, entry.packed = version, None
         self._unlink(entry, uid)
         namespace, name = meta.get("namespace"), meta["name"]
         namespace = sys.intern(namespace) if namespace else namespace
+        try:  # every view's contribution first, so an index function that fails changes no view
+            contributions = [(view_name, fn(namespace=namespace, name=sys.intern(name), body=body,
+                                            spec=body.get("spec") or {}, labels=meta.get("labels") or {}) or {})
+                             for view_name, fn in self._fns[kind]]
+        except Exception:
+            del self._entries[uid]  # the object is no longer held at all: it grants nothing
+            raise
         links: list = []
-        for view_name, fn in self._fns[kind]:
-            contributed = fn(namespace=namespace, name=sys.intern(name), body=body, spec=body.get("spec") or {},
-                             labels=meta.get("labels") or {}) or {}
+        for view_name, contributed in contributions:
             view = self.views[view_name]
             for key, value in contributed.items():
                 view.data.setdefault(key, {})[uid] = value
@@ -274,6 +280,23 @@ class Cache:
                 if not found:
                     del data[links[i + 1]]
         entry.links = ()
+
+    def replace(self, kind: str, items) -> int:
+        """Hold exactly `items` of `kind` (a fresh LIST): each is put, every other object of the
+        kind dropped. An item the views cannot take is left out and logged, so one malformed
+        object never keeps the others out. Returns how many were put."""
+        listed = set()
+        for item in items:
+            try:
+                self.put(kind, item)
+                listed.add(item["metadata"]["uid"])
+            except Exception:  # noqa: BLE001 - leave it out: what is not held grants nothing
+                log.exception("leaving a malformed %s out of the cache", kind)
+        for uid, entry in list(self._entries.items()):
+            if entry.kind == kind and uid not in listed:
+                del self._entries[uid]
+                self._unlink(entry, uid)
+        return len(listed)
 
     def fill(self, kind: str, items) -> int:
         count = 0

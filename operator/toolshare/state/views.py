@@ -101,6 +101,40 @@ for _api_version, _kind, _plural, _path in CHILD_KINDS:
     _child_view(_plural, _path)
 
 
+# --- the gate's views: whose runs, and which shares name whom (only the gate registers them) --
+
+def toolruns_by_owner(spec, body, **_):
+    owner = spec.get("owner")
+    return {owner: CACHE.packed(body)} if isinstance(owner, str) else None
+
+
+def runshares_by_principal(spec, body, **_):
+    """"user:<name>" and "group:<name>" -> the shares naming them."""
+    keys = [f"user:{u}" for u in spec.get("users") or [] if isinstance(u, str)]
+    keys += [f"group:{g}" for g in spec.get("groups") or [] if isinstance(g, str)]
+    return dict.fromkeys(keys, CACHE.packed(body)) if keys else None
+
+
+def register_sharee_views() -> None:
+    """Views for "Shared with me": the runs a user owns, the shares naming a user or a group."""
+    if "toolruns_by_owner" not in CACHE.views:  # before anything is put: views fill on put
+        CACHE.index("toolruns", CACHE.sources["toolruns"])(toolruns_by_owner)
+        CACHE.index("runshares", CACHE.sources["runshares"])(runshares_by_principal)
+
+
+def runs_owned_by(user: str) -> list[Mapping]:
+    return CACHE.views["toolruns_by_owner"].get(user, [])
+
+
+def shares_naming(user: str, groups) -> list[Mapping]:
+    """Every share naming the user or one of the groups, once each."""
+    found: dict[tuple[str, str], Mapping] = {}
+    for key in [f"user:{user}", *(f"group:{g}" for g in groups)]:
+        for share in CACHE.views["runshares_by_principal"].get(key, []):
+            found[(share["metadata"]["namespace"], share["metadata"]["name"])] = share
+    return [found[k] for k in sorted(found)]
+
+
 def fill(kube) -> None:
     """LIST every watched kind into the cache (blocking), before any watch or handler starts."""
     started = time.monotonic()
