@@ -21,7 +21,8 @@ from toolshare.local.dev import repo_root
 # kustomize cannot make a certificate: there the operator makes its own and keeps the configurations
 # itself (--webhook-service). helm install --create-namespace makes the namespace.
 CHART_ONLY = {("Secret", "toolshare-webhook-tls"), ("MutatingWebhookConfiguration", "toolshare-admission"),
-              ("ValidatingWebhookConfiguration", "toolshare-admission")}
+              ("ValidatingWebhookConfiguration", "toolshare-admission"),
+              ("ValidatingAdmissionPolicy", "toolshare-owners"), ("ValidatingAdmissionPolicyBinding", "toolshare-owners")}
 KUSTOMIZE_ONLY = {("Namespace", "toolshare-system")}
 WEBHOOK_ONLY_ARGS = re.compile(r"^--webhook-(cert-dir|certs|config|service)=")
 POD_KEYS = ("serviceAccountName", "securityContext", "imagePullSecrets", "nodeSelector", "tolerations", "affinity")
@@ -123,6 +124,8 @@ def test_webhook_configurations_are_what_the_operator_would_write(values):
     for expected in webhookconfig.configurations("toolshare-admission", client, policy):
         actual = chart[(expected["kind"], "toolshare-admission")]["webhooks"]
         assert sorted(actual, key=lambda w: w["name"]) == sorted(expected["webhooks"], key=lambda w: w["name"])
+    for expected in webhookconfig.owner_policy("toolshare-owners", policy):
+        assert chart[(expected["kind"], "toolshare-owners")]["spec"] == expected["spec"]
 
 
 def test_webhook_configurations_route_to_kopfs_handlers():

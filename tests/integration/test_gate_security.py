@@ -22,6 +22,7 @@ import yaml
 
 from tests.support import cluster as support, rbac
 from tests.support.auth import get, matrix
+from tests.support.expected import converged
 from tests.support.install import install_crds, start_operator
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.operator_process import OperatorProcess
@@ -205,13 +206,15 @@ def test_a_watch_that_fails_answers_nothing_until_it_has_listed_again(plane, ns)
     assert "wide" in held and len(held["wide"]["metadata"]["labels"]) == 400
 
 
-def test_revocation_and_expiry_hold_with_the_operator_down(plane, issuer, ns):
+def test_revocation_expiry_and_ownership_hold_with_the_operator_down(plane, issuer, ns):
     alice = _as(plane, "alice", ns)
     alice.create(toolrun("nb"))
     soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
     alice.create(runshare("to-bob", run="nb", users=["bob"]))
     alice.create(runshare("to-carol", run="nb", users=["carol"], expires_at=soon))
     _settle(plane, issuer, ns, "nb", (202, 202, 202, 403, 401))
+    # The gate answers without the operator: wait until the operator has written bob into the Ingress.
+    converged(plane.cluster.client(), ns)
     plane.operator.stop()
     try:
         alice.delete("runshares", "to-bob")  # DELETE needs no webhook: admitted with the operator down
@@ -221,5 +224,12 @@ def test_revocation_and_expiry_hold_with_the_operator_down(plane, issuer, ns):
         # The Ingress still names bob: nobody rewrote it, and nothing depends on it.
         ingress = alice.ingresses("nb")["lab"]
         assert "bob" in ingress["metadata"]["annotations"]["toolshare.dev/allowed-users"]
+        # Ownership holds without the operator too (CEL in the API server): carol may not delete
+        # alice's run, alice may.
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            _as(plane, "carol", ns).delete("toolruns", "nb")
+        assert refused.value.status == 403 and "belongs to alice" in refused.value.body
+        alice.delete("toolruns", "nb")
+        _settle(plane, issuer, ns, "nb", (403, 403, 403, 403, 401))
     finally:
         plane.operator.start()

@@ -112,6 +112,8 @@ def _release_objects(tc) -> list[str]:
         "PodDisruptionBudget": policy.list_pod_disruption_budget_for_all_namespaces,
         "ValidatingWebhookConfiguration": adm.list_validating_webhook_configuration,
         "MutatingWebhookConfiguration": adm.list_mutating_webhook_configuration,
+        "ValidatingAdmissionPolicy": adm.list_validating_admission_policy,
+        "ValidatingAdmissionPolicyBinding": adm.list_validating_admission_policy_binding,
     }
     return sorted(f"{kind}/{o.metadata.name}" for kind, fn in lists.items() for o in fn(label_selector=INSTANCE).items)
 
@@ -130,7 +132,6 @@ def test_install_reconcile_upgrade_uninstall(own_cluster, tmp_path):
     installed = Installed(tc, tmp_path, port)
     try:
         installed.start_operator()
-        gate = installed.start_gate()  # /readyz: its RBAC lets it list and watch what it needs
         kubernetes.client.CoreV1Api(tc.client()).create_namespace({"metadata": {"name": "lab"}})
         bind_edit(tc, "lab", users=["alice"])
         alice = Toolshare(tc.client("alice"), "lab")
@@ -146,6 +147,11 @@ def test_install_reconcile_upgrade_uninstall(own_cluster, tmp_path):
         assert auth_url.startswith(f"http://{RELEASE}-gate.{NS}.svc.cluster.local:8080/check/lab/notebook/lab")
         wait_for(lambda: (alice.condition("runshares", "notebook-for-bob") or {}).get("status") == "True",
                  timeout=60, what="RunShare Ready")
+        # The operator counts an active share after writing its status, and posts Shared after that.
+        admin = Toolshare(tc.client(), "lab")
+        wait_for(lambda: any(r == "Shared" for r, _ in admin.events("notebook")), timeout=60, what="Shared event")
+        # Started now, the gate counts what its first lists hold: /readyz answers only after them.
+        gate = installed.start_gate()  # /readyz: its RBAC lets it list and watch what it needs
         with urllib.request.urlopen(f"http://127.0.0.1:{installed.metrics_port}/metrics", timeout=5) as r:
             assert "toolshare_active_shares 1.0" in r.read().decode()
         with urllib.request.urlopen(f"{gate.url}/metrics", timeout=5) as r:

@@ -246,3 +246,20 @@ def test_read_execute_rule_for_run_shares():
     assert "group 'guests' may not use the run's image" in problem
     # A user counts through a shared group when the directory says they are a member.
     assert admission.runshare_problem(share(users=["bob"]), ALICE, POLICY, runs, shares, DIRECTORY) is None
+
+
+def test_only_the_sharer_an_owner_or_an_admin_changes_or_deletes_a_share():
+    policy = Policy()
+    runs = {"nb": {"metadata": {"name": "nb", "namespace": "lab"}, "spec": {"owner": "alice"}}}
+    share = {"metadata": {"name": "s", "namespace": "lab", "annotations": {access.ANN_SHARED_BY: "admin"}},
+             "spec": {"runRef": {"name": "nb"}, "users": ["bob"]}}
+
+    def problem(who, groups=(), operation="DELETE", known=runs):
+        return admission.share_change_problem(operation, share, Requester(who, tuple(groups)), policy, known)
+
+    assert problem("admin") is None  # the sharer
+    assert problem("alice") is None  # the owner of the run it shares
+    assert problem("root", ["system:masters"]) is None
+    assert "only its sharer, the owner of the runs it shares or an administrator" in problem("carol")
+    assert "may change it" in problem("carol", operation="UPDATE")
+    assert problem("alice", known={}) is not None  # the run is gone: nobody owns what it shares

@@ -12,7 +12,15 @@ def test_mutating_hooks_carry_conditions_and_validating_hooks_are_always_called(
     assert {w["name"] for w in mutating["webhooks"]} == {
         "toolrun-owner.toolshare.dev", "imageshare-owner.toolshare.dev", "runshare-sharer.toolshare.dev"}
     assert all(w["matchConditions"] for w in mutating["webhooks"])
-    assert all("matchConditions" not in w and w["failurePolicy"] == "Fail" for w in validating["webhooks"])
+    assert all(w["failurePolicy"] == "Fail" for w in validating["webhooks"])
+    # Validation is always called on CREATE and UPDATE; only a RunShare DELETE by its sharer or an
+    # administrator skips it (so they can unshare with the operator down).
+    conditions = {w["name"]: [c["expression"] for c in w.get("matchConditions", [])] for w in validating["webhooks"]}
+    assert conditions["toolrun-admission.toolshare.dev"] == conditions["imageshare-admission.toolshare.dev"] == []
+    (delete_only,) = conditions["runshare-admission.toolshare.dev"]
+    assert delete_only.startswith("request.operation != 'DELETE' || !(")
+    runshares = next(w for w in validating["webhooks"] if w["name"].startswith("runshare-admission"))
+    assert runshares["rules"][0]["operations"] == ["CREATE", "UPDATE", "DELETE"]
     sharer = next(w for w in mutating["webhooks"] if w["name"].startswith("runshare-sharer"))
     assert sharer["clientConfig"] == {"url": "https://127.0.0.1:9443/runshare-sharer"}
     # The groups the sharer webhook can record, sorted as access.sharer_annotations records them.
@@ -29,3 +37,15 @@ def test_conferring_groups_match_what_the_policy_records():
     groups = webhookconfig.conferring_groups(policy)
     assert groups == ["a", "b", "c", "system:masters"]
     assert list(policy.conferring_groups(["zzz", *reversed(groups)])) == groups
+
+
+def test_the_owner_policy_lets_owners_admins_and_the_control_plane_through():
+    policy = Policy.from_env({"TOOLSHARE_ADMIN_GROUPS": "platform"})
+    vap, binding = webhookconfig.owner_policy("toolshare.dev", policy)
+    assert vap["kind"] == "ValidatingAdmissionPolicy" and binding["spec"] == {
+        "policyName": "toolshare.dev", "validationActions": ["Deny"]}
+    rule = vap["spec"]["matchConstraints"]["resourceRules"][0]
+    assert rule["resources"] == ["toolruns", "imageshares"] and rule["operations"] == ["UPDATE", "DELETE"]
+    trusted = vap["spec"]["variables"][0]["expression"]
+    assert '["platform", "system:masters", "system:serviceaccounts:kube-system"]' in trusted
+    assert '"system:kube-controller-manager"' in trusted and vap["spec"]["failurePolicy"] == "Fail"

@@ -74,3 +74,9 @@ capabilities:
 - {name: TOOLSHARE_DIRECTORY, value: {{ ternary (printf "%s/%s" .Release.Namespace $p.directory.name) "" $p.directory.enabled | quote }}}
 - {name: TOOLSHARE_UNCLAIMED_IMAGES_DENY, value: {{ join "," $p.unclaimedImagesDeny | quote }}}
 {{- end -}}
+
+{{- /* CEL: the requester is an administrator or the control plane (admission/webhookconfig.py trusted). */ -}}
+{{- define "toolshare.trustedCel" -}}
+{{- $groups := concat (list "system:masters" "system:serviceaccounts:kube-system") .Values.policy.adminGroups | uniq | sortAlpha -}}
+{{- printf "request.userInfo.username == \"system:kube-controller-manager\" || (has(request.userInfo.groups) && request.userInfo.groups.exists(g, g in %s))" (toJson $groups | replace "," ", ") -}}
+{{- end -}}

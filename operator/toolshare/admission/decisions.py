@@ -16,7 +16,7 @@ from toolshare.admission.directory import Directory, unregistered
 from toolshare.policy import Policy
 from toolshare.principals import validate_principal
 
-CREATE, UPDATE = "CREATE", "UPDATE"
+CREATE, UPDATE, DELETE = "CREATE", "UPDATE", "DELETE"
 
 
 class Requester(NamedTuple):
@@ -143,6 +143,25 @@ def runshare_problem(share: Mapping, req: Requester, policy: Policy, runs_by_nam
             if problem is not None:
                 return f"cannot share ToolRun {run['metadata']['name']!r}: {problem}"
     return None
+
+
+def share_change_problem(operation: str, old: Mapping, req: Requester, policy: Policy,
+                         old_runs_by_name: Mapping[str, Mapping]) -> str | None:
+    """Who may change or delete a stored RunShare: its sharer, whoever may share every run it
+    shares now (the owner; a trusted applier in its namespaces), or an administrator. Nobody
+    else, though `edit` in the namespace lets them write RunShares: a co-tenant cannot take
+    another owner's share away or point it elsewhere."""
+    meta = old.get("metadata") or {}
+    sharer = (meta.get("annotations") or {}).get(access.ANN_SHARED_BY)
+    if req.username == sharer or policy.is_admin(req.groups):
+        return None
+    runs = matched_runs(old, old_runs_by_name)
+    if runs and access.may_share(req.username, req.groups, meta.get("namespace") or "", run_owners(runs),
+                                 policy) is None:
+        return None
+    verb = "delete" if operation == DELETE else "change"
+    return (f"RunShare {shown(meta.get('name'))} was shared by {shown(sharer)}: only its sharer, the owner of "
+            f"the runs it shares or an administrator ({_admins(policy)}) may {verb} it")
 
 
 # --- ImageShare --------------------------------------------------------------------------

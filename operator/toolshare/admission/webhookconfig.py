@@ -1,5 +1,5 @@
-"""The Validating/MutatingWebhookConfigurations, as pure data: one source for the operator and
-the chart's test.
+"""The Validating/MutatingWebhookConfigurations and the ValidatingAdmissionPolicy, as pure data:
+one source for the operator and the chart's test.
 
 kopf routes a request by the last path segment (the handler id) and would write these itself,
 but it cannot write `matchConditions`. Those are the point of owning the configurations: the API
@@ -10,7 +10,12 @@ change nothing. A mutating call costs the API server about as much as a whole wr
 Skipping is exact, never a relaxation: a mutating webhook is skipped only when the object
 already holds what it would write (an owner is set; the sharer annotations already name this
 requester and their conferring groups). Every check lives in the validating webhooks, which
-are always called.
+are always called, but for one: a RunShare DELETE by its sharer or an administrator, which is
+allowed whatever the webhook would say, so they can unshare while the operator is down.
+
+Who may change or delete a ToolRun or an ImageShare needs no other object, so it is a
+ValidatingAdmissionPolicy (CEL, in the API server's own process): the owner or an administrator
+may change its spec or labels or delete it, with or without the operator.
 """
 
 from __future__ import annotations
@@ -33,6 +38,14 @@ HOOKS = (
     ("imageshare-admission", "imageshares", False),
     ("runshare-admission", "runshares", False),
 )
+EXTRA_OPERATIONS = {"runshare-admission": ["DELETE"]}
+PLURALS = {"MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
+           "ValidatingWebhookConfiguration": "validatingwebhookconfigurations",
+           "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+           "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings"}
+# The control plane deletes what a namespace holds, and what an owner reference releases.
+CONTROL_PLANE_USER = "system:kube-controller-manager"
+CONTROL_PLANE_GROUP = "system:serviceaccounts:kube-system"
 
 # CEL over the admission request. `object` is the incoming object as a map.
 OWNER_MISSING = "!has(object.spec) || !has(object.spec.owner)"
@@ -58,11 +71,28 @@ def sharer_unrecorded(policy: Policy) -> str:
             f" || object.metadata.annotations[{by_groups}] != {recorded}")
 
 
+def trusted(policy: Policy) -> str:
+    """CEL: the requester is an administrator or the control plane."""
+    groups = json.dumps(sorted({SYSTEM_MASTERS, CONTROL_PLANE_GROUP, *policy.admin_groups}))
+    return (f"request.userInfo.username == {json.dumps(CONTROL_PLANE_USER)}"
+            f" || (has(request.userInfo.groups) && request.userInfo.groups.exists(g, g in {groups}))")
+
+
+def deleted_by_someone_else(policy: Policy) -> str:
+    """CEL: not a DELETE by the share's recorded sharer or an administrator (those need no webhook)."""
+    by = json.dumps(ANN_SHARED_BY)
+    sharer = (f"has(oldObject.metadata.annotations) && {by} in oldObject.metadata.annotations"
+              f" && oldObject.metadata.annotations[{by}] == request.userInfo.username")
+    return f"request.operation != 'DELETE' || !(({sharer}) || {trusted(policy)})"
+
+
 def match_conditions(hook_id: str, policy: Policy) -> list[dict]:
     if hook_id in ("toolrun-owner", "imageshare-owner"):
         return [{"name": "owner-not-set", "expression": OWNER_MISSING}]
     if hook_id == "runshare-sharer":
         return [{"name": "sharer-not-recorded", "expression": sharer_unrecorded(policy)}]
+    if hook_id == "runshare-admission":
+        return [{"name": "not-deleted-by-sharer-or-admin", "expression": deleted_by_someone_else(policy)}]
     return []
 
 
@@ -85,7 +115,7 @@ def webhook(hook_id: str, plural: str, client_config: dict, policy: Policy, fail
         "matchPolicy": "Equivalent",
         "timeoutSeconds": 30,
         "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": [plural],
-                   "operations": list(OPERATIONS), "scope": "*"}],
+                   "operations": [*OPERATIONS, *EXTRA_OPERATIONS.get(hook_id, [])], "scope": "*"}],
         "clientConfig": with_path(client_config, hook_id),
     }
     if (conditions := match_conditions(hook_id, policy)):
@@ -106,3 +136,34 @@ def configurations(name: str, client_config: dict, policy: Policy,
     return out
 
 
+
+
+# CEL over a ToolRun or ImageShare UPDATE or DELETE: what a non-owner may still do.
+UNCHANGED = ("request.operation == 'UPDATE' && object.spec == oldObject.spec"
+             " && has(object.metadata.labels) == has(oldObject.metadata.labels)"
+             " && (!has(object.metadata.labels) || object.metadata.labels == oldObject.metadata.labels)")
+OWNER = "has(oldObject.spec) && has(oldObject.spec.owner) ? oldObject.spec.owner : ''"
+
+
+def owner_policy(name: str, policy: Policy, labels: dict[str, str] | None = None) -> list[dict]:
+    """[ValidatingAdmissionPolicy, its binding] named `name`: only the owner or an administrator
+    changes a ToolRun's or ImageShare's spec or labels or deletes it (annotations stay open)."""
+    meta = {"name": name, **({"labels": labels} if labels else {})}
+    verb = "(request.operation == 'DELETE' ? 'delete it' : 'change its spec or labels')"
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": meta,
+         "spec": {
+             "failurePolicy": "Fail",
+             "matchConstraints": {"resourceRules": [{
+                 "apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["toolruns", "imageshares"],
+                 "operations": ["UPDATE", "DELETE"], "scope": "*"}]},
+             "variables": [{"name": "trusted", "expression": trusted(policy)},
+                           {"name": "owner", "expression": OWNER}],
+             "validations": [{
+                 "expression": f"variables.trusted || request.userInfo.username == variables.owner || ({UNCHANGED})",
+                 "messageExpression": ("oldObject.kind + ' ' + oldObject.metadata.name + ' belongs to ' + "
+                                       f"variables.owner + ': only its owner or an administrator may ' + {verb}"),
+                 "reason": "Forbidden"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": meta, "spec": {"policyName": name, "validationActions": ["Deny"]}},
+    ]

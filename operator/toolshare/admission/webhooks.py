@@ -120,8 +120,10 @@ class ManagedWebhookServer(kopf.WebhookServer):
 
 
 def apply_configurations(name: str, client_config: dict) -> None:
-    for body in webhookconfig.configurations(name, client_config, ST.policy):
-        plural = body["kind"].lower() + "s"
+    bodies = [*webhookconfig.configurations(name, client_config, ST.policy),
+              *webhookconfig.owner_policy(name, ST.policy)]
+    for body in bodies:
+        plural = webhookconfig.PLURALS[body["kind"]]
         ST.kube.request("PATCH", f"/apis/admissionregistration.k8s.io/v1/{plural}/{name}", body=body,
                         query=[("fieldManager", ST.kube.field_manager), ("force", "true")],
                         content_type="application/apply-patch+yaml", kind=body["kind"])
@@ -242,9 +244,16 @@ async def mutate_runshare(userinfo, patch, **_):
         patch.metadata.annotations[key] = value
 
 
-@kopf.on.validate(GROUP, VERSION, "runshares", id="runshare-admission", operations=OPERATIONS, persistent=True)
-async def validate_runshare(body, namespace, userinfo, **_):
+@kopf.on.validate(GROUP, VERSION, "runshares", id="runshare-admission", operations=[*OPERATIONS, "DELETE"],
+                  persistent=True)
+async def validate_runshare(operation, body, old, namespace, userinfo, **_):
     req = Requester.from_userinfo(userinfo)
+    if operation in ("UPDATE", "DELETE") and old is not None:
+        # The API server skips a DELETE by the sharer or an administrator (webhookconfig.py), so
+        # they can unshare with the operator down; anyone else is asked about here.
+        _refuse(admission.share_change_problem(operation, old, req, ST.policy, views.share_runs(namespace, old)))
+        if operation == "DELETE":
+            return
     # Also checked here: the sharer webhook is skipped when the annotations already name this
     # requester (webhookconfig.py), which a requester with a malformed name could arrange.
     _refuse(admission.requester_problem(req, "RunShare"))
