@@ -29,6 +29,9 @@ SSH_PORT = 22
 HTTP_PROTOCOLS = ("http", "https")
 PROTOCOLS = ("http", "https", "ssh")
 MAX_PRINCIPALS = 256
+# Users and groups of one run, all its shares together: its Ingress annotations (at most 253
+# characters each, comma-separated) then always fit in the API server's 256 KiB.
+MAX_RUN_PRINCIPALS = 800
 CONTAINER_NAME = "tool"
 SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
@@ -43,6 +46,13 @@ ENDPOINT_NAME_MAX_LENGTH = 15
 # Canonical URL path: "/" or "/seg[/seg...]" of unreserved characters, no trailing slash.
 PATH_RE = re.compile(r"^/([A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*)?$")
 PATH_MAX_LENGTH = 256
+# A "." or ".." segment: the API server refuses it in an Ingress path, so such a run would sit at
+# ApplyFailed; the CRD refuses it first (same regex).
+DOT_SEGMENT_PATTERN = r"(^|/)\.\.?(/|$)"
+DOT_SEGMENT_RE = re.compile(DOT_SEGMENT_PATTERN)
+# Friendly names that would take a host Toolshare itself serves (the sign-in host, auth.<domain>);
+# the administrator adds more (TOOLSHARE_RESERVED_NAMES).
+RESERVED_NAMES = ("auth",)
 _LABEL_KEY_RE = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -99,7 +109,8 @@ def _is_port(value: object) -> bool:
 
 
 def _is_path(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= PATH_MAX_LENGTH and bool(PATH_RE.fullmatch(value))
+    return (isinstance(value, str) and len(value) <= PATH_MAX_LENGTH and bool(PATH_RE.fullmatch(value))
+            and not DOT_SEGMENT_RE.search(value))
 
 
 def as_utc(value: dt.datetime) -> dt.datetime:
@@ -115,8 +126,9 @@ def parse_time(value: object) -> dt.datetime:
     return as_utc(dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00")))
 
 
-def validate_run(run: Mapping) -> list[str]:
-    """Human problems with a ToolRun (empty when valid); the handler reports them as Invalid."""
+def validate_run(run: Mapping, reserved: Iterable[str] = RESERVED_NAMES) -> list[str]:
+    """Human problems with a ToolRun (empty when valid); the handler reports them as Invalid.
+    `reserved` are the friendly names no run may take (the policy's)."""
     problems = []
     name, spec = name_of(run), spec_of(run)
     if not is_run_name(name):
@@ -130,6 +142,9 @@ def validate_run(run: Mapping) -> list[str]:
     friendly = spec.get("friendlyName")
     if friendly is not None and not is_dns_label(friendly):
         problems.append("spec.friendlyName must be a DNS-1123 label")
+    elif friendly in set(reserved):
+        problems.append(f"spec.friendlyName {friendly!r} is reserved: its host belongs to Toolshare itself "
+                        f"(reserved: {', '.join(sorted(set(reserved)))})")
     names, ports, http_paths = [], [], []
     for i, ep in enumerate(as_list(spec.get("endpoints"))):
         where = f"spec.endpoints[{i}]"
@@ -145,7 +160,8 @@ def validate_run(run: Mapping) -> list[str]:
         if ep.get("port") == SSH_PORT and ep.get("protocol") != "ssh":
             problems.append(f"{where}: port 22 is reserved for ssh endpoints")
         if ep.get("path") is not None and not _is_path(ep.get("path")):
-            problems.append(f"{where}.path must be a canonical URL path such as / or /lab")
+            problems.append(f"{where}.path must be a canonical URL path such as / or /lab, "
+                            "without . or .. segments")
         if ep.get("protocol") in HTTP_PROTOCOLS:
             http_paths.append(ep.get("path") or "/")
     for what, values in (("names", names), ("ports", ports), ("HTTP paths", http_paths)):

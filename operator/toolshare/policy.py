@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 
+from toolshare.model import RESERVED_NAMES
 from toolshare.principals import is_dns_label, is_valid_principal
 
 SYSTEM_MASTERS = "system:masters"
@@ -108,6 +109,10 @@ class Policy:
     # image no ImageShare has claimed is refused under these; every other unclaimed image is allowed.
     unclaimed_image_deny: tuple[str, ...] = dataclasses.field(
         default=(), metadata=_env("TOOLSHARE_UNCLAIMED_IMAGES_DENY"))
+    # Friendly names no run may take: the hosts Toolshare itself serves under the base domain
+    # ("auth", the sign-in host, always), plus the administrator's (the gate's, a portal's, ...).
+    reserved_names: tuple[str, ...] = dataclasses.field(
+        default=RESERVED_NAMES, metadata=_env("TOOLSHARE_RESERVED_NAMES"))
 
     def __post_init__(self) -> None:
         bad = [g for g in self.admin_groups if not is_valid_principal(g)]
@@ -117,6 +122,10 @@ class Policy:
             ns, slash, name = self.directory.partition("/")
             if not slash or not is_dns_label(ns) or not is_dns_label(name):
                 raise PolicyError(f"TOOLSHARE_DIRECTORY={self.directory!r}: must be NAMESPACE/NAME of a ConfigMap")
+        bad = [n for n in self.reserved_names if not is_dns_label(n)]
+        if bad:
+            raise PolicyError(f"TOOLSHARE_RESERVED_NAMES: {bad[0]!r} is not a DNS-1123 label")
+        object.__setattr__(self, "reserved_names", tuple(sorted({*RESERVED_NAMES, *self.reserved_names})))
         bad = [p for p in self.unclaimed_image_deny if p != "*" and not _REGISTRY_PREFIX_RE.fullmatch(p)]
         if bad:
             raise PolicyError(f"TOOLSHARE_UNCLAIMED_IMAGES_DENY: {bad[0]!r} is not an image prefix "
@@ -133,6 +142,8 @@ class Policy:
             kwargs["directory"] = v
         if (v := env.get("TOOLSHARE_UNCLAIMED_IMAGES_DENY", "").strip()):
             kwargs["unclaimed_image_deny"] = _split(v)
+        if (v := env.get("TOOLSHARE_RESERVED_NAMES", "").strip()):
+            kwargs["reserved_names"] = _split(v)
         return cls(**kwargs)
 
     @property

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolshare import access, images
+from toolshare import access, images, model
 from toolshare.admission import decisions as admission, directory
 from toolshare.admission.decisions import CREATE, UPDATE, Requester
 from toolshare.policy import Policy, PolicyError, TrustedApplier, parse_trusted_appliers
@@ -18,6 +18,7 @@ BOB = Requester("bob", ("lab",))
 ADMIN = Requester("root", ("toolshare:admins",))
 MASTER = Requester("admin", ("system:masters",))
 POLICY = Policy()
+NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.timezone.utc)
 CORPUS = [e["value"] * e.get("repeat", 1)
           for e in yaml.safe_load((Path(__file__).parents[1] / "data" / "hostile_principals.yaml").read_text())]
 
@@ -263,3 +264,42 @@ def test_only_the_sharer_an_owner_or_an_admin_changes_or_deletes_a_share():
     assert "only its sharer, the owner of the runs it shares or an administrator" in problem("carol")
     assert "may change it" in problem("carol", operation="UPDATE")
     assert problem("alice", known={}) is not None  # the run is gone: nobody owns what it shares
+
+
+def test_reserved_friendly_names_are_refused_by_admission_and_by_the_model():
+    policy = Policy.from_env({"TOOLSHARE_RESERVED_NAMES": "portal,gate"})
+    assert policy.reserved_names == ("auth", "gate", "portal")  # auth, the sign-in host, always
+    run = {"metadata": {"name": "nb", "namespace": "lab"},
+           "spec": {"owner": "alice", "image": "img", "friendlyName": "portal"}}
+    problem = admission.toolrun_problem(CREATE, run, None, ALICE, policy, [], None)
+    assert problem.startswith("spec.friendlyName: 'portal' is reserved")
+    assert any("reserved" in p for p in model.validate_run(run, policy.reserved_names))
+    assert model.validate_run(run) == []  # not reserved by default
+    with pytest.raises(PolicyError, match="TOOLSHARE_RESERVED_NAMES"):
+        Policy.from_env({"TOOLSHARE_RESERVED_NAMES": "Not A Label"})
+
+
+def test_a_runs_principals_over_all_its_shares_are_bounded():
+    run = {"metadata": {"name": "nb", "namespace": "lab"},
+           "spec": {"owner": "alice", "image": "img", "endpoints": [{"name": "lab", "port": 8888, "protocol": "http"}]}}
+
+    def share_of(name, users):
+        return {"metadata": {"name": name, "namespace": "lab"}, "spec": {"runRef": {"name": "nb"}, "users": users}}
+
+    limit = model.MAX_RUN_PRINCIPALS
+    stored = [share_of(f"s{i}", [f"u{i}-{j}" for j in range(200)]) for i in range(limit // 200)]
+    problem = admission.run_principals_problem(share_of("new", ["mallory"]), [run], lambda _: stored, NOW)
+    assert problem == (f"ToolRun 'nb' would be shared with {limit + 1} users and groups by its shares together; "
+                       f"at most {limit} (so that its access list fits in its Ingress)")
+    assert admission.run_principals_problem(share_of("new", ["u0-0"]), [run], lambda _: stored, NOW) is None
+    # Editing a stored share counts it once, as it will be.
+    assert admission.run_principals_problem(share_of("s0", ["x"]), [run], lambda _: stored, NOW) is None
+
+
+def test_paths_with_dot_segments_are_invalid():
+    for path in ("/..", "/a/../b", "/./a", "/a/.", "/a/.."):
+        run = {"metadata": {"name": "nb", "namespace": "lab"}, "spec": {"owner": "alice", "image": "img",
+               "endpoints": [{"name": "lab", "port": 8888, "protocol": "http", "path": path}]}}
+        assert any("without . or .. segments" in p for p in model.validate_run(run)), path
+        assert model.http_endpoints(run) == []
+    assert model.DOT_SEGMENT_RE.search("/a..b/.c/d.") is None

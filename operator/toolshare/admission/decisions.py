@@ -8,7 +8,8 @@ the rule, and quote user-supplied text shortened and escaped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from toolshare import access, images, model
@@ -100,6 +101,10 @@ def toolrun_problem(operation: str, run: Mapping, old: Mapping | None, req: Requ
                     image_shares: Iterable[Mapping], directory: Directory | None) -> str | None:
     if (problem := owner_problem("ToolRun", operation, run, old, req, policy, directory)) is not None:
         return problem
+    friendly = _spec(run).get("friendlyName")
+    if friendly in policy.reserved_names and friendly != _spec(old).get("friendlyName"):
+        return (f"spec.friendlyName: {shown(friendly)} is reserved, its host belongs to Toolshare itself "
+                f"(reserved names: {', '.join(policy.reserved_names)}; TOOLSHARE_RESERVED_NAMES)")
     image, owner = _spec(run).get("image"), _spec(run).get("owner")
     if operation == UPDATE and old is not None and image == _spec(old).get("image"):
         return None  # unsharing an image stops new launches only; running tools are left alone
@@ -120,8 +125,28 @@ def run_owners(runs: Iterable[Mapping]) -> list[tuple[str, str | None]]:
     return [(r["metadata"]["name"], _spec(r).get("owner")) for r in runs]
 
 
+def run_principals_problem(share: Mapping, runs: Iterable[Mapping], shares_of: Callable[[str], list[Mapping]],
+                           now: dt.datetime) -> str | None:
+    """With this share, each run it shares stays under MAX_RUN_PRINCIPALS users and groups over all
+    its active shares, so the run's access list always fits in its Ingress."""
+    meta = share.get("metadata") or {}
+    me = (meta.get("namespace"), meta.get("name"))
+    for run in runs:
+        name = run["metadata"]["name"]
+        others = [s for s in shares_of(name) if (s["metadata"].get("namespace"), s["metadata"]["name"]) != me]
+        acls = access.access_for(run, [*others, share], now, {name: run})
+        count = (len({u for a in acls.values() for u in a.users})
+                 + len({g for a in acls.values() for g in a.groups}))
+        if count > model.MAX_RUN_PRINCIPALS:
+            return (f"ToolRun {name!r} would be shared with {count} users and groups by its shares together; "
+                    f"at most {model.MAX_RUN_PRINCIPALS} (so that its access list fits in its Ingress)")
+    return None
+
+
 def runshare_problem(share: Mapping, req: Requester, policy: Policy, runs_by_name: Mapping[str, Mapping],
-                     image_shares: Iterable[Mapping], directory: Directory | None) -> str | None:
+                     image_shares: Iterable[Mapping], directory: Directory | None,
+                     shares_of: Callable[[str], list[Mapping]] = lambda run: [],
+                     now: dt.datetime | None = None) -> str | None:
     spec = _spec(share)
     users, groups = list(spec.get("users") or []), list(spec.get("groups") or [])
     for field, names in (("users", users), ("groups", groups)):
@@ -134,6 +159,9 @@ def runshare_problem(share: Mapping, req: Requester, policy: Policy, runs_by_nam
         return problem
     if (problem := unregistered(directory, users, groups)) is not None:
         return f"spec.users/groups: {problem}"
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if (problem := run_principals_problem(share, runs, shares_of, now)) is not None:
+        return problem
     image_shares = list(image_shares)
     members = directory.members if directory is not None else None
     for run in runs:

@@ -257,5 +257,5 @@ async def validate_runshare(operation, body, old, namespace, userinfo, **_):
     # Also checked here: the sharer webhook is skipped when the annotations already name this
     # requester (webhookconfig.py), which a requester with a malformed name could arrange.
     _refuse(admission.requester_problem(req, "RunShare"))
-    _refuse(admission.runshare_problem(body, req, ST.policy,
-                                       views.share_runs(namespace, body), views.imageshares(), await directory()))
+    _refuse(admission.runshare_problem(body, req, ST.policy, views.share_runs(namespace, body), views.imageshares(),
+                                       await directory(), lambda run: views.shares_for(namespace, run)))

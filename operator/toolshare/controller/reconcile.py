@@ -151,7 +151,7 @@ class Reconciler:
         generation = run["metadata"].get("generation")
         status = dict(run.get("status") or {})
         conditions = status.get("conditions") or []
-        problems = model.validate_run(run)
+        problems = model.validate_run(run, self.policy.reserved_names)
         if problems:
             conditions = set_condition(conditions, "Ready", False, "InvalidSpec", "; ".join(problems), generation, now)
             desired = []
