@@ -164,6 +164,10 @@ def test_an_oversized_object_does_not_stop_the_gate(plane, issuer, ns):
     alice.create(toolrun("later"))
     _settle(plane, issuer, ns, "later", OWNER_ONLY)
     assert get(f"{plane.gate.url}/readyz")[0] == 200
+    # The operator's watches went on too: it reconciles both runs created after it.
+    for name in ("big", "later"):
+        wait_for(lambda: (alice.condition("toolruns", name) or {}).get("reason") == "Reconciled", timeout=60,
+                 what=f"{name} reconciled by the operator")
 
 
 def test_a_watch_that_fails_answers_nothing_until_it_has_listed_again(plane, ns):
