@@ -173,3 +173,14 @@ def test_watch_events_feed_the_store_and_410_means_list_again():
     assert seen == [("ADDED", "a")] and r.resource_version == "9"
     with pytest.raises(Gone):
         r._handle({"type": "ERROR", "object": {"code": 410, "message": "too old resource version"}})
+
+
+def test_the_sign_in_session_cookies_never_reach_the_tool():
+    from toolshare.gate.identity import without_session
+
+    headers = ["_oauth2_proxy=a; theme=dark", "_oauth2_proxy_0=b;_oauth2_proxy_csrf=c; _oauth2_proxyx=keep; x=1"]
+    assert without_session(headers) == "theme=dark; _oauth2_proxyx=keep; x=1"
+    assert without_session(["sess=1; other=2"], "sess") == "other=2"
+    assert without_session([]) == ""
+    # The router replaces these with the gate's answer: Authorization, absent there, is removed.
+    assert {"Authorization", "Cookie"} <= set(render.ingress.AUTH_RESPONSE_HEADERS.split(","))

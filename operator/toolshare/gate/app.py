@@ -21,7 +21,8 @@ from aiohttp import web
 from toolshare import model
 from toolshare.client.config import ApiConfig
 from toolshare.gate import metrics, verdict
-from toolshare.gate.identity import DEFAULT_USER_HEADER, IdentityUnavailable, OAuth2Proxy
+from toolshare.gate.identity import (DEFAULT_SESSION_COOKIE, DEFAULT_USER_HEADER, IdentityUnavailable, OAuth2Proxy,
+                                     without_session)
 from toolshare.gate.page import render_page
 from toolshare.gate.shared import shared_with_me
 from toolshare.gate.watch import Reflector
@@ -40,6 +41,7 @@ class GateConfig:
     signin_url: str = ""  # where the page sends a caller who is not signed in ("" = answer 401)
     kubeconfig: str | None = None
     user_header: str = DEFAULT_USER_HEADER  # which oauth2-proxy header names the principal
+    session_cookie: str = DEFAULT_SESSION_COOKIE  # oauth2-proxy's --cookie-name: never reaches a tool
     # The operator's settings (hosts, for the page's URLs) and policy (who may share): the gate
     # re-checks every share's sharer with it, as the operator does.
     settings: Settings = field(default_factory=Settings.from_env)
@@ -130,10 +132,14 @@ class Gate:
         status = verdict.verdict(identity, run, ep, shares, runs_by_name, now, self.config.policy)
         if status == verdict.ALLOWED:
             assert identity is not None
-            return web.Response(status=202, headers={
-                "X-Auth-Request-User": identity.user,
-                "X-Auth-Request-Email": identity.email,
-                "X-Auth-Request-Groups": ",".join(identity.groups)})
+            # The router copies these onto the request to the tool (auth-response-headers): the
+            # identity, the caller's own cookies without the sign-in session, and no Authorization
+            # (absent here, so the router sends none): the caller's credentials stop at the gate.
+            headers = {"X-Auth-Request-User": identity.user, "X-Auth-Request-Email": identity.email,
+                       "X-Auth-Request-Groups": ",".join(identity.groups)}
+            if cookies := without_session(request.headers.getall("Cookie", []), self.config.session_cookie):
+                headers["Cookie"] = cookies
+            return web.Response(status=202, headers=headers)
         if status == verdict.NOT_SIGNED_IN:
             return _text(401, "sign in first")
         return _text(403, f"{identity.user} may not use {name}/{ep} in {ns}")

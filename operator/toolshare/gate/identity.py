@@ -12,13 +12,14 @@ falling back to X-Auth-Request-User when oauth2-proxy sends none.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import aiohttp
 
 from toolshare.gate.verdict import Identity
 
 FORWARDED = ("Cookie", "Authorization")
+DEFAULT_SESSION_COOKIE = "_oauth2_proxy"  # oauth2-proxy's --cookie-name
 DEFAULT_USER_HEADER = "X-Auth-Request-Preferred-Username"
 TIMEOUT = aiohttp.ClientTimeout(total=5, sock_connect=2)
 
@@ -29,6 +30,18 @@ class IdentityUnavailable(Exception):
 
 def forwarded_headers(request_headers: Mapping[str, str]) -> dict[str, str]:
     return {h: request_headers[h] for h in FORWARDED if h in request_headers}
+
+
+def without_session(cookie_headers: Iterable[str], session_cookie: str = DEFAULT_SESSION_COOKIE) -> str:
+    """The request's cookies minus the sign-in session's (oauth2-proxy splits a large session into
+    <name>_0, <name>_1, ... and keeps <name>_csrf): what the tool may see of them."""
+    kept = []
+    for header in cookie_headers:
+        for pair in header.split(";"):
+            name = pair.split("=", 1)[0].strip()
+            if name and name != session_cookie and not name.startswith(session_cookie + "_"):
+                kept.append(pair.strip())
+    return "; ".join(kept)
 
 
 def identity_from_headers(headers: Mapping[str, str], user_header: str = DEFAULT_USER_HEADER) -> Identity:

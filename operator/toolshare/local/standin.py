@@ -1,4 +1,5 @@
-"""A stand-in for a tool's pod (no kubelet runs locally): answers who the proxy says is calling."""
+"""A stand-in for a tool's pod (no kubelet runs locally): answers who the proxy says is calling,
+and with `?echo=headers` every header it received (JSON), to show what a tool gets to see."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from aiohttp import web
 
 def make_app(name: str) -> web.Application:
     async def hello(request: web.Request) -> web.Response:
+        if request.query.get("echo") == "headers":
+            return web.json_response([[k, v] for k, v in request.headers.items()])
         user = request.headers.get("X-Auth-Request-User", "")
         return web.Response(text=f"hello from {name} to {user or 'nobody'} at {request.path}\n")
 

@@ -21,7 +21,10 @@ ANN_USERS = "toolshare.dev/allowed-users"
 ANN_GROUPS = "toolshare.dev/allowed-groups"
 NGINX = "nginx.ingress.kubernetes.io/"
 ANN_CLUSTER_ISSUER = "cert-manager.io/cluster-issuer"
-AUTH_RESPONSE_HEADERS = "X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Groups"
+# Copied from the gate's 202 onto the request to the tool, replacing what the caller sent: the
+# identity, Cookie without the sign-in session, and Authorization, which the gate never sets, so
+# the tool never receives the caller's bearer token.
+AUTH_RESPONSE_HEADERS = "X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Groups,Authorization,Cookie"
 
 
 def render_ingresses(run: Mapping, shares: Iterable[Mapping], settings: Settings,

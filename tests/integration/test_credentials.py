@@ -1,0 +1,62 @@
+"""The sharee's credentials stop at the gate: through a real nginx configured from the operator's
+Ingress, the tool (a stand-in that echoes every header it receives) sees who is calling, the
+caller's own cookies, and nothing that signs anyone in: replaying all of it opens nothing."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import kubernetes
+import pytest
+
+from tests.support.auth import get
+from tests.support.objects import Toolshare, runshare, toolrun
+from tests.support.wait import wait_for
+from toolshare.local import services as devservices
+from toolshare.local.nginx import Nginx, endpoint_slice
+
+SIGN_IN_COOKIES = "_oauth2_proxy=c2Vzc2lvbg; _oauth2_proxy_1=c3BsaXQ; _oauth2_proxy_csrf=Y3NyZg"
+
+
+@pytest.fixture
+def echo(tmp_path):
+    svc = devservices.standin_tool("echo", tmp_path).start()
+    yield svc
+    svc.stop()
+
+
+def test_the_tool_never_sees_the_callers_credentials(operator, gate, issuer, cluster, namespace, echo, tmp_path):
+    client = cluster.client()
+    ts = Toolshare(client, namespace)
+    ts.create(toolrun("web"))
+    ts.create(toolrun("other"))
+    ts.create(runshare("bob-in", run="web", users=["bob"]))
+    ts.create(runshare("bob-other", run="other", users=["bob"]))
+    ingress = wait_for(lambda: ts.ingresses("web").get("lab"), what="the lab Ingress")
+    kubernetes.client.DiscoveryV1Api(client).create_namespaced_endpoint_slice(
+        namespace, endpoint_slice(namespace, "web", "lab", echo.port))
+    nginx = Nginx(tmp_path / "nginx")
+    nginx.configure([ingress], client, gate_address=urllib.parse.urlsplit(gate.url).netloc)
+    nginx.start()
+    try:
+        host = ingress["spec"]["rules"][0]["host"]
+        url = f"http://127.0.0.1:{nginx.port}/lab/tree?echo=headers"
+        token = issuer.token("bob")
+        sent = {"Host": host, "Cookie": f"{SIGN_IN_COOKIES}; theme=dark; _xsrf=2|abc"}
+        wait_for(lambda: get(url, token, sent)[0] == 200, what="bob through nginx")
+        status, _, body = get(url, token, sent)
+        seen = {k.lower(): v for k, v in json.loads(body)}
+        assert status == 200
+        assert "authorization" not in seen
+        assert seen["cookie"] == "theme=dark; _xsrf=2|abc"  # the tool's own cookies still pass
+        assert seen["x-auth-request-user"] == "bob"
+
+        # Whatever the tool saw, replayed by a tool owner who wants to be bob elsewhere, opens nothing:
+        # not the gate for another run shared with bob, not this run through the proxy.
+        replay = {k: v for k, v in json.loads(body) if k.lower() not in ("host", "content-length")}
+        assert get(f"{gate.url}/check/{namespace}/other/lab", None, replay)[0] == 401
+        assert get(f"{gate.url}/check/{namespace}/other/lab", token)[0] == 202  # bob himself, for contrast
+        assert get(url, None, {**replay, "Host": host})[0] == 302  # sent to sign in
+    finally:
+        nginx.stop()
