@@ -28,3 +28,7 @@ def configure(log_format: str = "text", verbose: bool = False) -> None:
         # kopf logs every handler run per object at INFO ("Handler ... succeeded"): at 10,000 runs
         # that is most of the operator's output and a measurable share of its CPU.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # kopf's webhook server is aiohttp, which logs one access line per admission call: every
+        # write to a ToolRun, RunShare or ImageShare. The API server's own metrics count them
+        # (apiserver_admission_webhook_*); --verbose shows them again.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -237,3 +237,19 @@ def test_revocation_expiry_and_ownership_hold_with_the_operator_down(plane, issu
         _settle(plane, issuer, ns, "nb", (403, 403, 403, 403, 401))
     finally:
         plane.operator.start()
+
+
+def test_identity_is_read_exactly_from_the_token(plane, issuer, ns):
+    """Through the real oauth2-proxy: a group claim with a comma is not two groups, a padded or
+    missing user claim is nobody, and nothing falls back to `sub`."""
+    alice = _as(plane, "alice", ns)
+    alice.create(toolrun("nb"))
+    alice.create(runshare("to-lab", run="nb", groups=["lab"]))
+    url = f"{plane.gate.url}/check/{ns}/nb/lab"
+    wait_for(lambda: get(url, issuer.token("erin", groups=["lab"]))[0] == 202, what="group lab let in")
+    assert get(url, issuer.token("mallory", groups=["visitors,lab"]))[0] == 403
+    assert get(url, issuer.token("mallory", groups=[" lab"]))[0] == 403
+    status, _, body = get(url, issuer.token("alice", preferred_username=" alice"))
+    assert status == 403 and "no usable 'preferred_username' claim" in body
+    assert get(url, issuer.token("alice", preferred_username=None, sub="alice"))[0] == 403
+    assert get(url, issuer.token("alice"))[0] == 202

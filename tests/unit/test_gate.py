@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 
 import pytest
 from hypothesis import given, strategies as st
 
 from toolshare import access, render
-from toolshare.gate.identity import IdentityUnavailable, forwarded_headers, identity_from_headers
+from toolshare.gate.identity import (Claims, IdentityRefused, IdentityUnavailable, forwarded_headers,
+                                     identity_from_answer)
 from toolshare.gate.page import render_page
 from toolshare.gate.shared import shared_with_me
 from toolshare.gate.verdict import Identity, verdict
@@ -87,13 +90,31 @@ def test_the_verdict_is_access_may_reach():
             assert (verdict(who, _run(), ep, shares, {"nb": _run()}, NOW, POLICY) == 202) is expected
 
 
-def test_identity_comes_from_oauth2_proxy_headers_only():
-    answer = {"X-Auth-Request-User": "sub-123", "X-Auth-Request-Preferred-Username": "bob",
-              "X-Auth-Request-Email": "bob@x", "X-Auth-Request-Groups": "lab, guests,"}
-    assert identity_from_headers(answer) == Identity("bob", "bob@x", ("lab", "guests"))
-    assert identity_from_headers({"X-Auth-Request-User": "bob"}).user == "bob"
-    with pytest.raises(IdentityUnavailable):
-        identity_from_headers({})
+def _answer(**claims) -> dict:
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return {"Authorization": f"Bearer e30.{payload}.c2ln", "X-Auth-Request-Groups": "lab,visitors"}
+
+
+def test_identity_comes_from_the_id_tokens_claims_exactly():
+    answer = _answer(preferred_username="bob", email="bob@x", groups=["lab", "guests"], sub="123")
+    assert identity_from_answer(answer) == Identity("bob", "bob@x", ("lab", "guests"))
+    # Other claims when configured; a group that is one string is one group.
+    custom = _answer(upn="bob@corp", roles="lab")
+    assert identity_from_answer(custom, Claims(user="upn", groups="roles")) == Identity("bob@corp", "", ("lab",))
+
+
+def test_identity_is_never_trimmed_split_or_taken_from_another_claim():
+    # A group with a comma is not two groups, and matches neither; one with a space is dropped.
+    odd = _answer(preferred_username="bob", groups=["visitors,lab", " lab", "lab:ok"])
+    assert identity_from_answer(odd).groups == ("lab:ok",)
+    for bad in (_answer(preferred_username=" alice"), _answer(sub="alice"), _answer(preferred_username=7),
+                _answer(preferred_username="alice,bob")):
+        with pytest.raises(IdentityRefused, match="'preferred_username' claim"):
+            identity_from_answer(bad)
+    with pytest.raises(IdentityUnavailable, match="--set-authorization-header"):
+        identity_from_answer({"X-Auth-Request-Preferred-Username": "bob"})
+    with pytest.raises(IdentityUnavailable, match="not a JWT"):
+        identity_from_answer({"Authorization": "Bearer nonsense"})
     sent = {"Cookie": "c", "Authorization": "Bearer t", "X-Auth-Request-User": "alice", "X-Forwarded-User": "alice"}
     assert forwarded_headers(sent) == {"Cookie": "c", "Authorization": "Bearer t"}
 

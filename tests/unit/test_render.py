@@ -375,7 +375,7 @@ def test_ingress():
     assert jupyter["metadata"]["annotations"] == {
         NGINX + "auth-url": "http://toolshare-gate.toolshare-system.svc.cluster.local:8080/check/ns/nb/jupyter",
         NGINX + "auth-signin": "https://auth.toolshare.localhost/oauth2/start?rd=$scheme://$host$escaped_request_uri",
-        NGINX + "auth-response-headers": "X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Groups",
+        NGINX + "auth-response-headers": "X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Groups,Authorization,Cookie",
         "toolshare.dev/owner": "alice",
         "toolshare.dev/allowed-users": "bob,bob@example.org",
         "toolshare.dev/allowed-groups": "lab:bio",

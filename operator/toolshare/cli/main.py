@@ -66,12 +66,33 @@ def _dev(args: argparse.Namespace) -> int:
         return 2
 
 
+def _dev_token(args: argparse.Namespace) -> int:
+    """The token alone on stdout (TOKEN=$(toolshare dev token bob)); how to use it on stderr."""
+    from toolshare.local import dev
+    from toolshare.principals import validate_principal
+
+    for option, name in [("USER", args.user)] + [("--group", g) for g in args.group]:
+        if problem := validate_principal(name):
+            print(f"toolshare dev token: {option} {name!r}: {problem}", file=sys.stderr)
+            return 2
+    try:
+        token, hints = dev.token(Path(args.dir), args.user, args.group, args.hours)
+    except dev.NoIssuer as e:
+        print(f"toolshare dev token: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(hints), file=sys.stderr, flush=True)
+    print(token)
+    return 0
+
+
 def _gate(args: argparse.Namespace) -> int:
     from toolshare.gate.app import GateConfig, run_gate
+    from toolshare.gate.identity import Claims
 
     host, _, port = args.listen.rpartition(":")
-    run_gate(GateConfig(auth_url=args.oauth2_proxy_url, signin_url=args.signin_url,
-                        kubeconfig=args.kubeconfig, user_header=args.user_header),
+    run_gate(GateConfig(auth_url=args.oauth2_proxy_url, signin_url=args.signin_url, kubeconfig=args.kubeconfig,
+                        claims=Claims(user=args.user_claim, groups=args.groups_claim),
+                        session_cookie=args.session_cookie),
              host or "0.0.0.0", int(port), log_format=args.log_format)
     return 0
 
@@ -105,7 +126,12 @@ def add_sharing_commands(sub) -> None:
     common(u)
     li = sub.add_parser("list", help="the namespace's RunShares, or --shared-with-me")
     li.add_argument("--shared-with-me", action="store_true",
-                    help="active shares naming you or your groups, in every namespace you may read")
+                    help="what is shared with you in any namespace, as the gate's Shared with me page "
+                         "says (with your bearer token in $TOOLSHARE_TOKEN); without a gate, the "
+                         "RunShares naming you that you may read")
+    li.add_argument("--gate", metavar="URL",
+                    help="the gate as you reach it (default $TOOLSHARE_GATE_PUBLIC_URL; in `make run`, "
+                         "found next to the kubeconfig)")
     common(li)
 
 
@@ -154,8 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     o.set_defaults(func=_operator)
 
     d = sub.add_parser("dev", help="local control plane + CRDs + samples + the operator (what `make run` does)")
-    d.add_argument("--dir", default=DEFAULT_CLUSTER_DIR, help="cluster directory")
+    d.add_argument("--dir", default=DEFAULT_CLUSTER_DIR,
+                   help=f"cluster directory (default {DEFAULT_CLUSTER_DIR}, or $TOOLSHARE_CLUSTER_DIR)")
     d.set_defaults(func=_dev)
+    dsub = d.add_subparsers(dest="dev_command", metavar="{token}")
+    t = dsub.add_parser("token", help="a bearer token from the dev OIDC issuer of a running `toolshare dev`",
+                        description="Print a token for USER from the dev OIDC issuer that `toolshare dev` keeps "
+                                    "in the cluster directory: the token alone on stdout, so "
+                                    "TOOLSHARE_TOKEN=$(toolshare dev token bob) works; how to use it on stderr.")
+    t.add_argument("user", metavar="USER", help="alice, bob, carol, dave, or any other name")
+    t.add_argument("--group", action="append", default=[],
+                   help="a group in the token (repeatable; default: the user's groups in the local "
+                        "cluster, none for other names)")
+    t.add_argument("--hours", type=int, default=12, help="validity in hours (default 12)")
+    t.add_argument("--dir", default=argparse.SUPPRESS,
+                   help="cluster directory, as given to `toolshare dev`")
+    t.set_defaults(func=_dev_token)
 
     g = sub.add_parser("gate", help="the access gate (auth-url of every run's Ingress) and Shared with me")
     g.add_argument("--listen", default=os.environ.get("TOOLSHARE_GATE_LISTEN", "0.0.0.0:8080"),
@@ -165,8 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="oauth2-proxy's /oauth2/auth URL ($TOOLSHARE_OAUTH2_PROXY_URL)")
     g.add_argument("--signin-url", default=os.environ.get("TOOLSHARE_SIGNIN_URL", ""),
                    help="where the Shared with me page sends callers who are not signed in")
-    g.add_argument("--user-header", default="X-Auth-Request-Preferred-Username",
-                   help="oauth2-proxy answer header naming the user (falls back to X-Auth-Request-User)")
+    g.add_argument("--user-claim", default="preferred_username",
+                   help="ID-token claim naming the user, read exactly, no fallback (default preferred_username; "
+                        "use your API server's --oidc-username-claim)")
+    g.add_argument("--groups-claim", default="groups",
+                   help="ID-token claim listing the groups (default groups); names outside the grammar are dropped")
+    g.add_argument("--session-cookie", default="_oauth2_proxy",
+                   help="oauth2-proxy's --cookie-name: removed, with its _N parts, from what tools receive")
     g.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
     g.add_argument("--log-format", choices=["text", "json"], default=LOG_FORMAT,
                    help="text (default) or one JSON object per line ($TOOLSHARE_LOG_FORMAT)")

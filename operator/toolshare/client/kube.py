@@ -48,6 +48,18 @@ class ApiError(Exception):
         self.status = status
         self.body = body
 
+    @property
+    def status_message(self) -> str:
+        """Why, in one line: the message of the API server's Status answer (`... is forbidden:
+        User "bob" cannot list ...`, `admission webhook ... denied the request: ...`), else the
+        HTTP status and the start of the body."""
+        try:
+            message = json.loads(self.body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        text = message or (f"HTTP {self.status}: {self.body[:300]}" if self.status else self.body[:300])
+        return " ".join(str(text).split())
+
 
 def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
     prefix, plural = KINDS[(api_version, kind)]

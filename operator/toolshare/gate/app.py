@@ -21,8 +21,8 @@ from aiohttp import web
 from toolshare import model
 from toolshare.client.config import ApiConfig
 from toolshare.gate import metrics, verdict
-from toolshare.gate.identity import (DEFAULT_SESSION_COOKIE, DEFAULT_USER_HEADER, IdentityUnavailable, OAuth2Proxy,
-                                     without_session)
+from toolshare.gate.identity import (DEFAULT_SESSION_COOKIE, Claims, IdentityRefused, IdentityUnavailable,
+                                     OAuth2Proxy, without_session)
 from toolshare.gate.page import render_page
 from toolshare.gate.shared import shared_with_me
 from toolshare.gate.watch import Reflector
@@ -40,7 +40,7 @@ class GateConfig:
     auth_url: str  # oauth2-proxy's /oauth2/auth
     signin_url: str = ""  # where the page sends a caller who is not signed in ("" = answer 401)
     kubeconfig: str | None = None
-    user_header: str = DEFAULT_USER_HEADER  # which oauth2-proxy header names the principal
+    claims: Claims = Claims()  # which ID-token claims name the user and the groups
     session_cookie: str = DEFAULT_SESSION_COOKIE  # oauth2-proxy's --cookie-name: never reaches a tool
     # The operator's settings (hosts, for the page's URLs) and policy (who may share): the gate
     # re-checks every share's sharer with it, as the operator does.
@@ -82,7 +82,7 @@ class Gate:
 
     async def start(self, app: web.Application) -> None:
         self.session = aiohttp.ClientSession()
-        self.identity = OAuth2Proxy(self.config.auth_url, self.session, self.config.user_header)
+        self.identity = OAuth2Proxy(self.config.auth_url, self.session, self.config.claims)
         api = ApiConfig.load(self.config.kubeconfig)
         self.reflectors = []
         for plural, kind in WATCHED:
@@ -125,6 +125,8 @@ class Gate:
         except IdentityUnavailable as e:
             log.error("refusing %s/%s/%s: %s", ns, name, ep, e)
             return _text(503, "cannot verify who you are right now (oauth2-proxy unreachable)")
+        except IdentityRefused as e:
+            return _text(403, str(e))
         run = views.run(ns, name)
         shares = views.shares_for(ns, name) if run is not None else []
         runs_by_name = views.runs_for(ns, run, shares) if run is not None else {}
@@ -151,6 +153,8 @@ class Gate:
             identity = await self._identify(request)
         except IdentityUnavailable:
             return None, _text(503, "cannot verify who you are right now (oauth2-proxy unreachable)")
+        except IdentityRefused as e:
+            return None, _text(403, str(e))
         if identity is None:
             return None, None
         now = dt.datetime.now(dt.timezone.utc)

@@ -1,9 +1,12 @@
 """A tiny OIDC issuer for development and tests: discovery, JWKS, and RS256 tokens it signs.
 
 It stands in for the organisation's identity provider so a real oauth2-proxy can verify real
-signed bearer tokens on loopback. The key is generated at start and never written anywhere.
-The users mirror the local control plane's identities (alice, bob, carol) plus dave, who is in
-no group anyone shares with.
+signed bearer tokens on loopback. Tests use a fresh key that is never written anywhere. `toolshare
+dev` keeps its issuer in the cluster directory instead (`persistent`: key, key id, URL and client
+id in one 0600 file, reused on the next start), so `toolshare dev token USER` can mint, from
+another terminal, a token oauth2-proxy accepts. The users mirror the local control plane's
+identities (alice, bob, carol) plus dave, who is in no group anyone shares with; any other name
+gets a token too, with no groups unless given.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from aiohttp import web
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 CLIENT_ID = "toolshare"
@@ -38,10 +43,11 @@ def _b64_int(value: int) -> str:
 
 class DevIssuer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, client_id: str = CLIENT_ID,
-                 email_domain: str = "toolshare.test"):
+                 email_domain: str = "toolshare.test", key: rsa.RSAPrivateKey | None = None,
+                 kid: str | None = None):
         self.host, self.port, self.client_id, self.email_domain = host, port, client_id, email_domain
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = uuid.uuid4().hex[:16]
+        self.key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = kid or uuid.uuid4().hex[:16]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -49,6 +55,49 @@ class DevIssuer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    # --- kept in a file (toolshare dev) -------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path) -> "DevIssuer":
+        """The issuer `save` wrote: it mints tokens the served one would, without serving."""
+        data = json.loads(Path(path).read_text())
+        key = serialization.load_pem_private_key(data["key"].encode(), password=None)
+        host, _, port = data["issuer"].removeprefix("http://").rpartition(":")
+        return cls(host, int(port), data["clientId"], data["emailDomain"], key, data["kid"])
+
+    def save(self, path: Path) -> None:
+        """Write key, key id, issuer URL, client id and e-mail domain to `path`, readable only by
+        its owner (created 0600, never wider, then renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pem = self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).decode()
+        data = {"issuer": self.url, "clientId": self.client_id, "emailDomain": self.email_domain,
+                "kid": self.kid, "key": pem}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+
+    @classmethod
+    def persistent(cls, path: Path, host: str = "127.0.0.1") -> "DevIssuer":
+        """Serve the issuer kept at `path` (made there on first use) on its recorded port if that is
+        free, so tokens minted before a restart stay valid; else on a new port (the file follows)."""
+        path = Path(path)
+        try:
+            issuer = cls.load(path)
+        except (OSError, ValueError, KeyError):  # none yet, or unreadable: a new key
+            issuer = cls(host)
+        try:
+            issuer.start()
+        except OSError:  # the recorded port is taken: a new URL, so earlier tokens no longer verify
+            issuer.port = 0
+            issuer.start()
+        issuer.save(path)
+        return issuer
 
     # --- tokens ----------------------------------------------------------------------------
 
@@ -104,10 +153,20 @@ class DevIssuer:
     def start(self) -> "DevIssuer":
         """Serve in a background thread (its own event loop); returns once it listens."""
         started = threading.Event()
+        failed: list[BaseException] = []
 
         def main() -> None:
             self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self.serve())
+            try:
+                self._loop.run_until_complete(self.serve())
+            except BaseException as e:  # the port is taken, say: the caller decides
+                failed.append(e)
+                if self._runner is not None:
+                    self._loop.run_until_complete(self._runner.cleanup())
+                started.set()
+                self._loop.close()
+                self._loop = None
+                return
             started.set()
             self._loop.run_forever()
 
@@ -115,6 +174,9 @@ class DevIssuer:
         self._thread.start()
         if not started.wait(30):
             raise RuntimeError("the dev OIDC issuer did not start")
+        if failed:
+            self._thread.join(5)
+            raise failed[0]
         return self
 
     def stop(self) -> None:

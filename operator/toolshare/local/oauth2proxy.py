@@ -32,9 +32,9 @@ def argv(binary: Path, *, listen: str, issuer: str, client_id: str, cookie_secre
          upstream: str = "static://202", extra: list[str] | None = None) -> list[str]:
     """oauth2-proxy for Toolshare: OIDC sign-in, and signed bearer tokens from `issuer` accepted.
 
-    /oauth2/auth answers 401 without a valid session or token, else 202 with X-Auth-Request-User
-    (the token's `sub`), -Email (its `email`), -Groups (its `groups`, comma-separated) and
-    -Preferred-Username (its `preferred_username`, which the gate uses as the principal).
+    /oauth2/auth answers 401 without a valid session or token, else 202 with the session's ID token
+    in Authorization (--set-authorization-header), whose claims the gate reads exactly
+    (gate/identity.py), and the X-Auth-Request-* headers (comma-joined, so not used for decisions).
     """
     return [
         str(binary),
@@ -49,6 +49,7 @@ def argv(binary: Path, *, listen: str, issuer: str, client_id: str, cookie_secre
         "--oidc-email-claim=email",
         "--oidc-groups-claim=groups",
         "--set-xauthrequest",
+        "--set-authorization-header=true",
         "--skip-jwt-bearer-tokens",
         f"--extra-jwt-issuers={issuer}={client_id}",
         f"--redirect-url=http://{listen}/oauth2/callback",

@@ -1,0 +1,44 @@
+"""The printer columns as `kubectl get` prints them, from the real API server's table convertor.
+
+The pinned apiextensions-apiserver (v0.36.3, tableconvertor.go) evaluates a column's jsonPath
+and keeps only the first value it finds: `.spec.users[*]` would print `bob` for [bob, carol],
+hiding carol. A whole list prints as JSON (`["bob","carol"]`). So a RunShare's USERS and GROUPS
+columns show the spec's lists as JSON, never a first item; the ToolRun's SHARED-WITH column is
+the joined summary the operator writes into status.sharedWith with every share change.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.support.objects import Toolshare, runshare, toolrun
+from tests.support.wait import wait_for
+from toolshare.local.controlplane.binaries import ensure_binaries
+
+
+def kubectl_get(cluster, namespace: str, *args: str) -> list[dict[str, str]]:
+    """`kubectl get ...` as rows of {COLUMN: cell}, split by the header's column starts."""
+    out = subprocess.run([str(ensure_binaries().path("kubectl")), "--kubeconfig", str(cluster.kubeconfig()),
+                          "get", "-n", namespace, *args], capture_output=True, text=True, timeout=60, check=True)
+    header, *lines = out.stdout.splitlines()
+    names = header.split()
+    starts = [header.index(n) for n in names]
+    ends = starts[1:] + [None]
+    return [{n: line[s:e].strip() for n, s, e in zip(names, starts, ends)} for line in lines]
+
+
+def test_runshare_columns_never_hide_a_principal(operator, cluster, namespace):
+    ts = Toolshare(cluster.client(), namespace)
+    ts.create(toolrun("nb"))
+    ts.create(runshare("team", run="nb", users=["carol", "bob"], groups=["lab", "guests"]))
+    ts.create(runshare("one", run="nb", users=["dave"]))
+    wait_for(lambda: (ts.condition("runshares", "team") or {}).get("status") == "True", what="share Ready")
+
+    rows = {r["NAME"]: r for r in kubectl_get(cluster, namespace, "runshares")}
+    assert rows["team"]["USERS"] == '["carol","bob"]'  # every user, in the spec's order
+    assert rows["team"]["GROUPS"] == '["lab","guests"]'
+    assert rows["one"]["USERS"] == '["dave"]' and rows["one"]["GROUPS"] == ""
+    assert rows["team"]["RUN"] == "nb" and rows["team"]["READY"] == "True"
+
+    wait_for(lambda: kubectl_get(cluster, namespace, "toolruns")[0]["SHARED-WITH"]
+             == "bob, carol, dave, group:guests, group:lab", what="the run's joined SHARED-WITH")
