@@ -22,7 +22,9 @@ from toolshare.local.dev import repo_root
 # itself (--webhook-service). helm install --create-namespace makes the namespace.
 CHART_ONLY = {("Secret", "toolshare-webhook-tls"), ("MutatingWebhookConfiguration", "toolshare-admission"),
               ("ValidatingWebhookConfiguration", "toolshare-admission"),
-              ("ValidatingAdmissionPolicy", "toolshare-owners"), ("ValidatingAdmissionPolicyBinding", "toolshare-owners")}
+              ("ValidatingAdmissionPolicy", "toolshare-owners"), ("ValidatingAdmissionPolicyBinding", "toolshare-owners"),
+              ("MutatingAdmissionPolicy", "toolshare-principals"),
+              ("MutatingAdmissionPolicyBinding", "toolshare-principals")}
 KUSTOMIZE_ONLY = {("Namespace", "toolshare-system")}
 WEBHOOK_ONLY_ARGS = re.compile(r"^--webhook-(cert-dir|certs|config|service)=")
 POD_KEYS = ("serviceAccountName", "securityContext", "imagePullSecrets", "nodeSelector", "tolerations", "affinity")
@@ -126,6 +128,8 @@ def test_webhook_configurations_are_what_the_operator_would_write(values):
         assert sorted(actual, key=lambda w: w["name"]) == sorted(expected["webhooks"], key=lambda w: w["name"])
     for expected in webhookconfig.owner_policy("toolshare-owners", policy):
         assert chart[(expected["kind"], "toolshare-owners")]["spec"] == expected["spec"]
+    for expected in webhookconfig.principals_policy("toolshare-principals"):
+        assert chart[(expected["kind"], "toolshare-principals")]["spec"] == expected["spec"]
 
 
 def test_webhook_configurations_route_to_kopfs_handlers():

@@ -114,6 +114,8 @@ def _release_objects(tc) -> list[str]:
         "MutatingWebhookConfiguration": adm.list_mutating_webhook_configuration,
         "ValidatingAdmissionPolicy": adm.list_validating_admission_policy,
         "ValidatingAdmissionPolicyBinding": adm.list_validating_admission_policy_binding,
+        "MutatingAdmissionPolicy": adm.list_mutating_admission_policy,
+        "MutatingAdmissionPolicyBinding": adm.list_mutating_admission_policy_binding,
     }
     return sorted(f"{kind}/{o.metadata.name}" for kind, fn in lists.items() for o in fn(label_selector=INSTANCE).items)
 

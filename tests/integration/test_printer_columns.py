@@ -2,9 +2,10 @@
 
 The pinned apiextensions-apiserver (v0.36.3, tableconvertor.go) evaluates a column's jsonPath
 and keeps only the first value it finds: `.spec.users[*]` would print `bob` for [bob, carol],
-hiding carol. A whole list prints as JSON (`["bob","carol"]`). So a RunShare's USERS and GROUPS
-columns show the spec's lists as JSON, never a first item; the ToolRun's SHARED-WITH column is
-the joined summary the operator writes into status.sharedWith with every share change.
+hiding carol, and a whole list prints as JSON (`["bob","carol"]`). So a RunShare's USERS and
+GROUPS columns read annotations that the toolshare.dev-principals MutatingAdmissionPolicy joins
+in the API server on every write (no webhook call, no extra write); the ToolRun's SHARED-WITH
+column is the joined summary the operator writes into status.sharedWith.
 """
 
 from __future__ import annotations
@@ -27,18 +28,22 @@ def kubectl_get(cluster, namespace: str, *args: str) -> list[dict[str, str]]:
     return [{n: line[s:e].strip() for n, s, e in zip(names, starts, ends)} for line in lines]
 
 
-def test_runshare_columns_never_hide_a_principal(operator, cluster, namespace):
-    ts = Toolshare(cluster.client(), namespace)
+def test_runshare_columns_show_every_principal_joined(operator, cluster, namespace):
+    ts = Toolshare(cluster.client(), namespace)  # the operator fixture waited for the policy (install.py)
     ts.create(toolrun("nb"))
     ts.create(runshare("team", run="nb", users=["carol", "bob"], groups=["lab", "guests"]))
     ts.create(runshare("one", run="nb", users=["dave"]))
     wait_for(lambda: (ts.condition("runshares", "team") or {}).get("status") == "True", what="share Ready")
 
     rows = {r["NAME"]: r for r in kubectl_get(cluster, namespace, "runshares")}
-    assert rows["team"]["USERS"] == '["carol","bob"]'  # every user, in the spec's order
-    assert rows["team"]["GROUPS"] == '["lab","guests"]'
-    assert rows["one"]["USERS"] == '["dave"]' and rows["one"]["GROUPS"] == ""
+    assert rows["team"]["USERS"] == "carol, bob"  # every user, in the spec's order
+    assert rows["team"]["GROUPS"] == "lab, guests"
+    assert rows["one"]["USERS"] == "dave" and rows["one"]["GROUPS"] == ""
     assert rows["team"]["RUN"] == "nb" and rows["team"]["READY"] == "True"
+    # A change of principals shows at once (the same write), and a forged annotation does not stay.
+    ts.patch("runshares", "one", {"spec": {"users": ["dave", "erin"]},
+                                  "metadata": {"annotations": {"toolshare.dev/users": "nobody"}}})
+    assert {r["NAME"]: r for r in kubectl_get(cluster, namespace, "runshares")}["one"]["USERS"] == "dave, erin"
 
     wait_for(lambda: kubectl_get(cluster, namespace, "toolruns")[0]["SHARED-WITH"]
-             == "bob, carol, dave, group:guests, group:lab", what="the run's joined SHARED-WITH")
+             == "bob, carol, dave, erin, group:guests, group:lab", what="the run's joined SHARED-WITH")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support import rbac
+from tests.support.objects import GROUP, VERSION
+from tests.support.wait import wait_for
 from tests.support.operator_process import OperatorProcess, wait_for_webhooks
 from toolshare.local.controlplane.binaries import ensure_binaries
 from toolshare.local.controlplane.cluster import free_port
@@ -33,7 +35,25 @@ def start_operator(cluster, work: Path, env: dict[str, str] | None = None) -> Op
         **rbac.POLICY_ENV, **(env or {})})
     proc.start()
     wait_for_webhooks(cluster, port, proc)
+    wait_for_principals_policy(cluster)
     return proc
+
+
+def wait_for_principals_policy(cluster, timeout: float = 60) -> None:
+    """Until RunShare writes come back with their principals joined (webhookconfig.principals_policy):
+    the API server type-checks the policy against the CRD a few seconds after both exist, and a
+    write before that goes through unjoined, which a later identical apply would then change."""
+    import kubernetes
+
+    api = kubernetes.client.CustomObjectsApi(cluster.client())
+    probe = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RunShare", "metadata": {"name": "probe"},
+             "spec": {"runRef": {"name": "probe"}, "users": ["bob", "carol"]}}
+
+    def joined() -> bool:
+        answer = api.create_namespaced_custom_object(GROUP, VERSION, "default", "runshares", probe, dry_run="All")
+        return (answer["metadata"].get("annotations") or {}).get("toolshare.dev/users") == "bob, carol"
+
+    wait_for(joined, timeout=timeout, what="the principals policy in effect")
 
 
 def webhook_port(proc: OperatorProcess) -> int:

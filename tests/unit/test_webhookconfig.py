@@ -49,3 +49,11 @@ def test_the_owner_policy_lets_owners_admins_and_the_control_plane_through():
     trusted = vap["spec"]["variables"][0]["expression"]
     assert '["platform", "system:masters", "system:serviceaccounts:kube-system"]' in trusted
     assert '"system:kube-controller-manager"' in trusted and vap["spec"]["failurePolicy"] == "Fail"
+
+
+def test_the_principals_policy_joins_users_and_groups_for_display_only():
+    policy, binding = webhookconfig.principals_policy("toolshare.dev")
+    assert policy["kind"] == "MutatingAdmissionPolicy" and binding["spec"] == {"policyName": "toolshare.dev"}
+    assert policy["spec"]["failurePolicy"] == "Ignore"  # display only: never blocks a write
+    expression = policy["spec"]["mutations"][0]["applyConfiguration"]["expression"]
+    assert 'object.spec.users.join(", ")' in expression and 'object.spec.groups.join(", ")' in expression

@@ -39,7 +39,9 @@ HOOKS = (
     ("runshare-admission", "runshares", False),
 )
 EXTRA_OPERATIONS = {"runshare-admission": ["DELETE"]}
-PLURALS = {"MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
+PLURALS = {"MutatingAdmissionPolicy": "mutatingadmissionpolicies",
+           "MutatingAdmissionPolicyBinding": "mutatingadmissionpolicybindings",
+           "MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
            "ValidatingWebhookConfiguration": "validatingwebhookconfigurations",
            "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
            "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings"}
@@ -166,4 +168,31 @@ def owner_policy(name: str, policy: Policy, labels: dict[str, str] | None = None
                  "reason": "Forbidden"}]}},
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
          "metadata": meta, "spec": {"policyName": name, "validationActions": ["Deny"]}},
+    ]
+
+
+# CEL (ApplyConfiguration): a RunShare's users and groups, joined for `kubectl get runshares`.
+PRINCIPALS = ('Object{metadata: Object.metadata{annotations: {'
+              '"toolshare.dev/users": has(object.spec.users) ? object.spec.users.join(", ") : "", '
+              '"toolshare.dev/groups": has(object.spec.groups) ? object.spec.groups.join(", ") : ""}}}')
+
+
+def principals_policy(name: str, labels: dict[str, str] | None = None) -> list[dict]:
+    """[MutatingAdmissionPolicy, its binding] named `name`: every RunShare write carries its users and
+    groups joined into annotations, which the printer columns show (a column's JSONPath prints a
+    list as JSON, or only its first item). In the API server's process, in the same write: no
+    webhook call, no extra write. Display only: no decision reads them, so it fails open
+    (failurePolicy Ignore): for a few seconds after the CRD and the policy are created together
+    the API server cannot type-check the RunShare yet, and a write then simply goes unjoined."""
+    meta = {"name": name, **({"labels": labels} if labels else {})}
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy", "metadata": meta,
+         "spec": {
+             "failurePolicy": "Ignore", "reinvocationPolicy": "Never",
+             "matchConstraints": {"resourceRules": [{
+                 "apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["runshares"],
+                 "operations": ["CREATE", "UPDATE"], "scope": "*"}]},
+             "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": PRINCIPALS}}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
+         "metadata": meta, "spec": {"policyName": name}},
     ]

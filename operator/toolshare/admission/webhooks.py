@@ -121,7 +121,7 @@ class ManagedWebhookServer(kopf.WebhookServer):
 
 def apply_configurations(name: str, client_config: dict) -> None:
     bodies = [*webhookconfig.configurations(name, client_config, ST.policy),
-              *webhookconfig.owner_policy(name, ST.policy)]
+              *webhookconfig.owner_policy(name, ST.policy), *webhookconfig.principals_policy(name)]
     for body in bodies:
         plural = webhookconfig.PLURALS[body["kind"]]
         ST.kube.request("PATCH", f"/apis/admissionregistration.k8s.io/v1/{plural}/{name}", body=body,

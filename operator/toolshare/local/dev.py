@@ -30,9 +30,10 @@ def repo_root() -> Path:
     return binmod.source_dir().parent.parent
 
 
-def kubectl(bins: binmod.Binaries, kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def kubectl(bins: binmod.Binaries, kubeconfig: Path, *args: str, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(bins.path("kubectl")), "--kubeconfig", str(kubeconfig), *args],
-                          check=check, text=True, capture_output=True)
+                          check=check, text=True, capture_output=True, input=input)
 
 
 def install_crds(bins: binmod.Binaries, kubeconfig: Path) -> None:
@@ -66,6 +67,17 @@ def apply_examples(bins: binmod.Binaries, kubeconfig: Path, as_user: Path, timeo
         configs = [kubectl(bins, kubeconfig, "get", f"{kind}webhookconfiguration", WEBHOOK_CONFIG,
                            "-o", "jsonpath={.webhooks[*].name}", check=False) for kind in ("validating", "mutating")]
         if all(c.returncode == 0 and c.stdout.strip() for c in configs):
+            break
+        time.sleep(0.5)
+    # The policy that joins a share's principals for `kubectl get` acts a few seconds after the
+    # operator creates it (the API server type-checks it against the CRD); a share applied before
+    # would show no USERS until its next write.
+    probe = ('{"apiVersion": "toolshare.dev/v1alpha1", "kind": "RunShare", "metadata": {"name": "probe"}, '
+             '"spec": {"runRef": {"name": "probe"}, "users": ["bob"]}}')
+    while time.monotonic() < deadline:
+        joined = kubectl(bins, kubeconfig, "create", "-n", "default", "--dry-run=server", "-f", "-",
+                         "-o", "jsonpath={.metadata.annotations.toolshare\\.dev/users}", check=False, input=probe)
+        if joined.returncode == 0 and joined.stdout.strip() == "bob":
             break
         time.sleep(0.5)
     while True:
