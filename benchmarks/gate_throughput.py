@@ -76,7 +76,7 @@ def wait_holding(gate, runs: int, timeout: float = 600) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         try:
-            with urllib.request.urlopen(f"{gate.url}/readyz", timeout=5) as r:
+            with urllib.request.urlopen(f"{gate.ops_url}/readyz", timeout=5) as r:
                 if r.read().decode().startswith(f"ok: {runs} runs"):
                     return time.monotonic() - started
         except OSError:

@@ -172,7 +172,7 @@ def test_servicemonitors_only_when_asked():
     assert not [d for d in h.template()[1] if d["kind"] == "ServiceMonitor"]
     monitors = [d for d in h.template({"metrics.serviceMonitor.enabled": "true"})[1] if d["kind"] == "ServiceMonitor"]
     assert sorted((m["metadata"]["name"], m["spec"]["endpoints"][0]["port"]) for m in monitors) == [
-        ("toolshare-gate", "http"), ("toolshare-operator", "metrics")]
+        ("toolshare-gate", "metrics"), ("toolshare-operator", "metrics")]
 
 
 def test_dockerfile_and_chart_run_the_same_commands():

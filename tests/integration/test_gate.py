@@ -100,8 +100,10 @@ def test_gate_fails_closed_when_oauth2_proxy_is_unreachable(cluster, crds, issue
     try:
         status, _, body = get(f"{svc.url}/check/default/any/lab", issuer.token("alice"))
         assert status == 503 and "oauth2-proxy" in body
-        assert get(f"{svc.url}/healthz")[0] == 200
-        assert get(f"{svc.url}/readyz")[0] == 200
+        assert get(f"{svc.ops_url}/healthz")[0] == 200
+        assert get(f"{svc.ops_url}/readyz")[0] == 200
+        assert get(f"{svc.url}/metrics")[0] == get(f"{svc.url}/readyz")[0] == 404  # not where the router calls
+        assert get(f"{svc.ops_url}/metrics")[0] == 200
     finally:
         svc.stop()
 

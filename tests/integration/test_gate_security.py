@@ -163,7 +163,7 @@ def test_an_oversized_object_does_not_stop_the_gate(plane, issuer, ns):
     _settle(plane, issuer, ns, "nb", OWNER_ONLY)
     alice.create(toolrun("later"))
     _settle(plane, issuer, ns, "later", OWNER_ONLY)
-    assert get(f"{plane.gate.url}/readyz")[0] == 200
+    assert get(f"{plane.gate.ops_url}/readyz")[0] == 200
     # The operator's watches went on too: it reconciles both runs created after it.
     for name in ("big", "later"):
         wait_for(lambda: (alice.condition("toolruns", name) or {}).get("reason") == "Reconciled", timeout=60,

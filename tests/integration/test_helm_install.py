@@ -85,11 +85,13 @@ class Installed:
         return svc
 
     def start_gate(self) -> devservices.Service:
-        port = free_port()
-        argv, env = self._argv("gate", {"--listen": f"--listen=127.0.0.1:{port}"})
-        svc = devservices.Service("gate", argv, f"http://127.0.0.1:{port}/readyz", self.work / "gate.log",
+        port, ops = free_port(), free_port()
+        argv, env = self._argv("gate", {"--listen": f"--listen=127.0.0.1:{port}",
+                                        "--ops-listen": f"--ops-listen=127.0.0.1:{ops}"})
+        svc = devservices.Service("gate", argv, f"http://127.0.0.1:{ops}/readyz", self.work / "gate.log",
                                   env=env).start()
         svc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+        svc.ops_url = f"http://127.0.0.1:{ops}"  # type: ignore[attr-defined]
         self.procs.append(svc)
         return svc
 
@@ -156,7 +158,7 @@ def test_install_reconcile_upgrade_uninstall(own_cluster, tmp_path):
         gate = installed.start_gate()  # /readyz: its RBAC lets it list and watch what it needs
         with urllib.request.urlopen(f"http://127.0.0.1:{installed.metrics_port}/metrics", timeout=5) as r:
             assert "toolshare_active_shares 1.0" in r.read().decode()
-        with urllib.request.urlopen(f"{gate.url}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"{gate.ops_url}/metrics", timeout=5) as r:
             assert "toolshare_gate_runs 1.0" in r.read().decode()
         # carol may not name alice as owner: admission runs through the chart's configuration.
         with pytest.raises(kubernetes.client.ApiException) as refused:

@@ -89,11 +89,14 @@ def _gate(args: argparse.Namespace) -> int:
     from toolshare.gate.app import GateConfig, run_gate
     from toolshare.gate.identity import Claims
 
-    host, _, port = args.listen.rpartition(":")
+    def address(text: str) -> tuple[str, int]:
+        host, _, port = text.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
     run_gate(GateConfig(auth_url=args.oauth2_proxy_url, signin_url=args.signin_url, kubeconfig=args.kubeconfig,
                         claims=Claims(user=args.user_claim, groups=args.groups_claim),
                         session_cookie=args.session_cookie),
-             host or "0.0.0.0", int(port), log_format=args.log_format)
+             address(args.listen), address(args.ops_listen), log_format=args.log_format)
     return 0
 
 
@@ -199,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gate", help="the access gate (auth-url of every run's Ingress) and Shared with me")
     g.add_argument("--listen", default=os.environ.get("TOOLSHARE_GATE_LISTEN", "0.0.0.0:8080"),
-                   help="host:port (default 0.0.0.0:8080, or $TOOLSHARE_GATE_LISTEN)")
+                   help="host:port of /check and Shared with me (default 0.0.0.0:8080, or $TOOLSHARE_GATE_LISTEN)")
+    g.add_argument("--ops-listen", default=os.environ.get("TOOLSHARE_GATE_OPS_LISTEN", "0.0.0.0:9090"),
+                   help="host:port of /healthz, /readyz and /metrics, apart from what the router calls "
+                        "(default 0.0.0.0:9090, or $TOOLSHARE_GATE_OPS_LISTEN)")
     g.add_argument("--oauth2-proxy-url", default=os.environ.get(
         "TOOLSHARE_OAUTH2_PROXY_URL", "http://oauth2-proxy.toolshare-system.svc.cluster.local:4180/oauth2/auth"),
         help="oauth2-proxy's /oauth2/auth URL ($TOOLSHARE_OAUTH2_PROXY_URL)")

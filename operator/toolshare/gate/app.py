@@ -218,24 +218,45 @@ def _text(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers={"Cache-Control": "no-store"})
 
 
-def make_app(config: GateConfig) -> web.Application:
+def make_apps(config: GateConfig) -> tuple[web.Application, web.Application]:
+    """(the app the router and people call: /check and Shared with me; the operations app:
+    /healthz, /readyz, /metrics) over one Gate. The second listens on a port of its own, so
+    nothing reachable through the router's auth-url or a run's host serves metrics or probes."""
     gate = Gate(config)
     app = web.Application()
     app["gate"] = gate
     app.on_startup.append(gate.start)
     app.on_cleanup.append(gate.stop)
     app.router.add_get("/check/{namespace}/{run}/{endpoint}", gate.check)
-    app.router.add_get("/healthz", gate.healthz)
-    app.router.add_get("/readyz", gate.readyz)
-    app.router.add_get("/metrics", gate.metrics_page)
     app.router.add_get("/", gate.page)
     app.router.add_get("/shared-with-me", gate.page)
     app.router.add_get("/api/shared-with-me", gate.api)
-    return app
+    ops = web.Application()
+    ops.router.add_get("/healthz", gate.healthz)
+    ops.router.add_get("/readyz", gate.readyz)
+    ops.router.add_get("/metrics", gate.metrics_page)
+    return app, ops
 
 
-def run_gate(config: GateConfig, host: str, port: int, log_format: str = "text") -> None:
+async def serve(config: GateConfig, listen: tuple[str, int], ops_listen: tuple[str, int]) -> None:
+    app, ops = make_apps(config)
+    runners = [web.AppRunner(app, access_log=None), web.AppRunner(ops, access_log=None)]
+    for runner, (host, port) in zip(runners, (listen, ops_listen)):
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def run_gate(config: GateConfig, listen: tuple[str, int], ops_listen: tuple[str, int],
+             log_format: str = "text") -> None:
     from toolshare.logs import configure
 
     configure(log_format)
-    web.run_app(make_app(config), host=host, port=port, access_log=None, print=None)
+    try:
+        asyncio.run(serve(config, listen, ops_listen))
+    except KeyboardInterrupt:
+        pass

@@ -81,12 +81,14 @@ def gate(kubeconfig: Path, auth_url: str, log_dir: Path, port: int = 0, signin_u
          env: dict[str, str] | None = None) -> Service:
     """The gate; `env` carries the operator's TOOLSHARE_* settings and policy, which it shares."""
     port = port or free_port()
+    ops = free_port()
     argv = [sys.executable, "-m", "toolshare.cli.main", "gate", "--kubeconfig", str(kubeconfig),
-            "--listen", f"127.0.0.1:{port}", "--oauth2-proxy-url", auth_url]
+            "--listen", f"127.0.0.1:{port}", "--ops-listen", f"127.0.0.1:{ops}", "--oauth2-proxy-url", auth_url]
     if signin_url:
         argv += ["--signin-url", signin_url]
-    svc = Service("gate", argv, f"http://127.0.0.1:{port}/readyz", log_dir / f"gate-{port}.log", env=env)
+    svc = Service("gate", argv, f"http://127.0.0.1:{ops}/readyz", log_dir / f"gate-{port}.log", env=env)
     svc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    svc.ops_url = f"http://127.0.0.1:{ops}"  # type: ignore[attr-defined]
     return svc
 
 
