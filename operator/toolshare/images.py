@@ -92,6 +92,20 @@ def granted(image: ImageRef, claim: Claim, shares: Iterable[Mapping]) -> tuple[s
     return users, groups
 
 
+def claim_problem(repository: str, owner: str, owner_groups: Iterable[str], namespace: str,
+                  policy: Policy) -> str | None:
+    """Why `owner` may not claim `repository` from an ImageShare in `namespace` (None: they may).
+    Who may claim what is the administrator's rule (TOOLSHARE_IMAGE_CLAIMS), so nobody takes a
+    public image everyone launches, or another team's registry path."""
+    allowed = policy.claimable(owner, owner_groups, namespace)
+    if any(repository.startswith(prefix) for prefix in allowed):
+        return None
+    where = ", ".join(repr(p) for p in allowed) if allowed else "none"
+    return (f"{owner!r} may not claim {repository!r} from namespace {namespace!r}: claims are limited by the "
+            f"administrator's rule TOOLSHARE_IMAGE_CLAIMS ({'; '.join(map(str, policy.image_claims)) or 'not set'}), "
+            f"which lets them claim images under: {where}")
+
+
 def unclaimed_denied(image: ImageRef, policy: Policy) -> str | None:
     """The configured prefix that makes this unclaimed image need an ImageShare (None: allowed)."""
     full = image.repository + (f":{image.tag}" if image.tag else "")

@@ -28,6 +28,9 @@ from toolshare.principals import is_dns_label, is_valid_principal
 SYSTEM_MASTERS = "system:masters"
 DEFAULT_ADMIN_GROUP = "toolshare:admins"
 APPLIER_KINDS = ("user", "group", "serviceaccount")
+CLAIM_KINDS = ("user", "group", "namespace")
+_CLAIM_PREFIX_RE = re.compile(r"^[a-z0-9]([-a-z0-9.:_/]|\{user\}|\{namespace\})*/$")
+_SEGMENT_RE = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 _REGISTRY_PREFIX_RE = re.compile(r"^[a-z0-9]([-a-z0-9.:_/]*)?$")
 
 
@@ -61,6 +64,58 @@ class TrustedApplier:
     def __str__(self) -> str:
         scope = f"={','.join(self.namespaces)}" if self.namespaces else ""
         return f"{self.kind}:{self.name}{scope}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimRule:
+    """Who may claim images under which prefixes: `KIND:NAME=PREFIX[,PREFIX...]`, KIND user, group or
+    namespace (of the ImageShare), NAME or `*`; a prefix may hold {user} and {namespace}."""
+
+    kind: str
+    name: str
+    prefixes: tuple[str, ...]
+
+    def prefixes_for(self, user: str, groups: Iterable[str], namespace: str) -> list[str]:
+        subject = {"user": user, "namespace": namespace}.get(self.kind)
+        if self.kind == "group":
+            if self.name != "*" and self.name not in set(groups):
+                return []
+        elif self.name not in ("*", subject):
+            return []
+        out = []
+        for prefix in self.prefixes:
+            # A placeholder stands for one path segment only: a user named "bob/x" must not reach
+            # into bob's space.
+            values = {"{user}": user, "{namespace}": namespace}
+            if any(k in prefix and not _SEGMENT_RE.fullmatch(v) for k, v in values.items()):
+                continue
+            for k, v in values.items():
+                prefix = prefix.replace(k, v)
+            out.append(prefix)
+        return out
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}={','.join(self.prefixes)}"
+
+
+def parse_claim_rules(text: str, var: str = "TOOLSHARE_IMAGE_CLAIMS") -> tuple[ClaimRule, ...]:
+    rules = []
+    for entry in filter(None, re.split(r"[;\s]+", text)):
+        kind, sep, rest = entry.partition(":")
+        name, eq, prefixes = rest.partition("=")
+        where = f"{var}: entry {entry!r}"
+        if not sep or kind not in CLAIM_KINDS:
+            raise PolicyError(f"{where}: must start with user:, group: or namespace:")
+        if not eq or not prefixes:
+            raise PolicyError(f"{where}: must be KIND:NAME=PREFIX[,PREFIX...]")
+        if name != "*" and not (is_dns_label(name) if kind == "namespace" else is_valid_principal(name)):
+            raise PolicyError(f"{where}: {name!r} is not a {kind} name (or *)")
+        parts = tuple(filter(None, prefixes.split(",")))
+        bad = [p for p in parts if not _CLAIM_PREFIX_RE.fullmatch(p)]
+        if bad:
+            raise PolicyError(f"{where}: {bad[0]!r} is not an image prefix such as registry.example.org/{{user}}/")
+        rules.append(ClaimRule(kind, name, parts))
+    return tuple(rules)
 
 
 def parse_trusted_appliers(text: str, var: str = "TOOLSHARE_TRUSTED_APPLIERS") -> tuple[TrustedApplier, ...]:
@@ -113,6 +168,8 @@ class Policy:
     # ("auth", the sign-in host, always), plus the administrator's (the gate's, a portal's, ...).
     reserved_names: tuple[str, ...] = dataclasses.field(
         default=RESERVED_NAMES, metadata=_env("TOOLSHARE_RESERVED_NAMES"))
+    # Who may claim images under which prefixes (ImageShare); none: only administrators claim.
+    image_claims: tuple[ClaimRule, ...] = dataclasses.field(default=(), metadata=_env("TOOLSHARE_IMAGE_CLAIMS"))
 
     def __post_init__(self) -> None:
         bad = [g for g in self.admin_groups if not is_valid_principal(g)]
@@ -144,6 +201,8 @@ class Policy:
             kwargs["unclaimed_image_deny"] = _split(v)
         if (v := env.get("TOOLSHARE_RESERVED_NAMES", "").strip()):
             kwargs["reserved_names"] = _split(v)
+        if (v := env.get("TOOLSHARE_IMAGE_CLAIMS", "").strip()):
+            kwargs["image_claims"] = parse_claim_rules(v)
         return cls(**kwargs)
 
     @property
@@ -152,6 +211,11 @@ class Policy:
             return None
         ns, _, name = self.directory.partition("/")
         return ns, name
+
+    def claimable(self, user: str, groups: Iterable[str], namespace: str) -> list[str]:
+        """The image prefixes `user` (in `groups`) may claim from `namespace`, by the claim rules."""
+        groups = list(groups)
+        return sorted({p for rule in self.image_claims for p in rule.prefixes_for(user, groups, namespace)})
 
     def is_admin(self, groups: Iterable[str]) -> bool:
         return not {SYSTEM_MASTERS, *self.admin_groups}.isdisjoint(groups)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support import rbac
 from tests.support.objects import Toolshare, imageshare, runshare, toolrun
+from tests.support.wait import wait_for
 
 
 @pytest.fixture
@@ -64,6 +65,23 @@ def test_only_the_sharer_the_owner_or_an_admin_may_change_or_delete_a_share(peop
     # A share an administrator made on alice's run: alice, its owner, may take it back.
     admin.create(runshare("by-admin", run="nb", users=["dave"]))
     refused(carol.delete, "runshares", "by-admin")
+    # The webhook lets the owner in from the operator's cache: wait until the operator has seen nb.
+    wait_for(lambda: (alice.condition("toolruns", "nb") or {}).get("status") == "True", what="nb Ready")
     alice.delete("runshares", "by-admin")
     alice.delete("runshares", "to-bob")
     assert alice.get("runshares", "to-bob") is None and alice.get("runshares", "by-admin") is None
+
+
+def test_a_public_image_cannot_be_squatted(people, namespace):
+    """carol claims the public notebook image everyone launches: refused by the administrator's
+    claim rule (tests/support/rbac.py: each namespace and user under their own registry path),
+    and alice goes on launching it and sharing her run."""
+    alice, carol = people["alice"], people["carol"]
+    body = refused(carol.create, imageshare("squat", "quay.io/jupyter/base-notebook", users=["carol"]))
+    assert ("'carol' may not claim 'quay.io/jupyter/base-notebook' from namespace "
+            f"'{namespace}': claims are limited by the administrator's rule TOOLSHARE_IMAGE_CLAIMS") in body
+    assert carol.get("imageshares", "squat") is None
+    alice.create(toolrun("nb"))  # toolrun() launches quay.io/jupyter/base-notebook
+    alice.create(runshare("to-bob", run="nb", users=["bob"]))
+    # Within her own path carol claims as before.
+    carol.create(imageshare("hers", f"registry.example.org/{namespace}/carols-tool", users=["bob"]))

@@ -20,6 +20,8 @@ DIRECTORY = (OPERATOR_NAMESPACE, "toolshare-directory")
 POLICY_ENV = {
     "TOOLSHARE_TRUSTED_APPLIERS": f"serviceaccount:{GITOPS_NAMESPACE}/{GITOPS_SA}={','.join(GITOPS_TARGETS)}",
     "TOOLSHARE_DIRECTORY": "/".join(DIRECTORY),
+    # Each namespace claims images under its own path, each user under theirs.
+    "TOOLSHARE_IMAGE_CLAIMS": "namespace:*=registry.example.org/{namespace}/; user:*=registry.example.org/{user}/",
 }
 
 

@@ -303,3 +303,42 @@ def test_paths_with_dot_segments_are_invalid():
         assert any("without . or .. segments" in p for p in model.validate_run(run)), path
         assert model.http_endpoints(run) == []
     assert model.DOT_SEGMENT_RE.search("/a..b/.c/d.") is None
+
+
+CLAIMS = Policy.from_env({"TOOLSHARE_IMAGE_CLAIMS":
+                          "namespace:*=registry.example.org/{namespace}/; user:*=registry.example.org/{user}/;"
+                          "group:ml=registry.example.org/ml/,ghcr.io/ml-team/"})
+
+
+def _imageshare(image, owner="carol", namespace="carols"):
+    return {"metadata": {"name": "img", "namespace": namespace}, "spec": {"owner": owner, "image": image, "users": ["bob"]}}
+
+
+def test_image_claims_follow_the_administrators_rule():
+    carol = Requester("carol", ("guests",))
+    # carol's attack: claiming a public image everyone launches, from her own namespace.
+    problem = admission.imageshare_problem(CREATE, _imageshare("quay.io/jupyter/base-notebook"), None, carol,
+                                           CLAIMS, [], None)
+    assert problem.startswith("spec.image: 'carol' may not claim 'quay.io/jupyter/base-notebook' from namespace "
+                              "'carols': claims are limited by the administrator's rule TOOLSHARE_IMAGE_CLAIMS")
+    assert "registry.example.org/carol/', 'registry.example.org/carols/'" in problem
+    for image in ("registry.example.org/carols/nb:1", "registry.example.org/carol/tools/nb"):
+        assert admission.imageshare_problem(CREATE, _imageshare(image), None, carol, CLAIMS, [], None) is None
+    assert admission.imageshare_problem(CREATE, _imageshare("registry.example.org/team-a/nb"), None, carol,
+                                        CLAIMS, [], None) is not None  # another namespace's path
+    ml = Requester("erin", ("ml",))
+    assert admission.imageshare_problem(CREATE, _imageshare("ghcr.io/ml-team/x", owner="erin"), None, ml,
+                                        CLAIMS, [], None) is None
+    # Administrators claim anything; with no rule at all, nobody else claims anything.
+    assert admission.imageshare_problem(CREATE, _imageshare("quay.io/x/y"), None, ADMIN, CLAIMS, [], None) is None
+    assert "(not set)" in admission.imageshare_problem(CREATE, _imageshare("registry.example.org/carols/nb"), None,
+                                                       carol, Policy(), [], None)
+
+
+def test_a_placeholder_is_one_path_segment():
+    # A user named "carol/x" gets nothing from {user}: she must not reach into carol's space.
+    assert CLAIMS.claimable("carol/x", (), "carols") == ["registry.example.org/carols/"]
+    with pytest.raises(PolicyError, match="TOOLSHARE_IMAGE_CLAIMS"):
+        Policy.from_env({"TOOLSHARE_IMAGE_CLAIMS": "team:x=registry.example.org/"})
+    with pytest.raises(PolicyError, match="is not an image prefix"):
+        Policy.from_env({"TOOLSHARE_IMAGE_CLAIMS": "user:*=Registry/{user}"})

@@ -74,6 +74,7 @@ capabilities:
 - {name: TOOLSHARE_DIRECTORY, value: {{ ternary (printf "%s/%s" .Release.Namespace $p.directory.name) "" $p.directory.enabled | quote }}}
 - {name: TOOLSHARE_UNCLAIMED_IMAGES_DENY, value: {{ join "," $p.unclaimedImagesDeny | quote }}}
 - {name: TOOLSHARE_RESERVED_NAMES, value: {{ join "," $p.reservedNames | quote }}}
+- {name: TOOLSHARE_IMAGE_CLAIMS, value: {{ join ";" $p.imageClaims | quote }}}
 {{- end -}}
 
 {{- /* CEL: the requester is an administrator or the control plane (admission/webhookconfig.py trusted). */ -}}

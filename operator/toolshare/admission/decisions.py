@@ -209,11 +209,19 @@ def imageshare_problem(operation: str, share: Mapping, old: Mapping | None, req:
     if not isinstance(image, str) or not image:
         return None  # the schema says spec.image is required
     meta = share.get("metadata") or {}
+    repository = images.parse_image(image).repository
     me = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
     others = [s for s in image_shares
               if f"{s['metadata'].get('namespace', '')}/{s['metadata'].get('name', '')}" != me]
-    claim = images.claims(others).get(images.parse_image(image).repository)
+    claim = images.claims(others).get(repository)
     if claim is not None and claim.owner != spec.get("owner"):
-        return (f"spec.image: {images.parse_image(image).repository!r} is already claimed by {claim.owner!r} "
+        return (f"spec.image: {repository!r} is already claimed by {claim.owner!r} "
                 f"(ImageShare {claim.share}); only {claim.owner!r} can share it")
+    if claim is None and operation == CREATE and not policy.is_admin(req.groups):
+        # A new claim: the administrator's rule says who may claim what.
+        owner = spec.get("owner")
+        problem = images.claim_problem(repository, owner, owner_groups(owner, req, directory),
+                                       meta.get("namespace") or "", policy)
+        if problem is not None:
+            return f"spec.image: {problem}"
     return None
