@@ -17,6 +17,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from toolshare import images
 from toolshare.model import (as_list, as_utc, expires_at, get, http_endpoints, name_of, share_applies_to,
                              share_problem, validate_run)
 from toolshare.policy import Policy
@@ -143,16 +144,32 @@ def is_allowed(owner: str, access: Access, user: str, user_groups: Iterable[str]
     return user == owner or user in access.users or not set(user_groups).isdisjoint(access.groups)
 
 
+def may_use_image(run: Mapping, user: str, user_groups: Iterable[str], image_shares: Iterable[Mapping],
+                  policy: Policy | None = None) -> bool:
+    """READ and EXECUTE on the tool: a sharee reaches a run only if they may launch its image
+    themselves (its owner, or an ImageShare of the image's owner names them or one of their groups;
+    an unclaimed image, unless policy says otherwise). The run's owner launched it."""
+    image = get(run, "spec", "image")
+    if user == get(run, "spec", "owner") or not isinstance(image, str) or not image:
+        return True
+    return images.use_problem(user, user_groups, image, image_shares, policy or Policy()) is None
+
+
 def may_reach(run: Mapping, endpoint: str, shares: Iterable[Mapping], user: str, user_groups: Iterable[str],
               now: dt.datetime, runs_by_name: Mapping[str, Mapping] | None = None,
-              policy: Policy | None = None) -> bool:
+              policy: Policy | None = None, image_shares: Iterable[Mapping] | None = None) -> bool:
     """The gate's decision for one request: may `user` reach this endpoint of this run now?
 
     The same answer the renderer writes into the endpoint's Ingress, computed from the run and its
     shares themselves (with the caller's clock: an expired share grants nothing from the instant it
-    expires). Never for an invalid run, nor for an endpoint that is not a shareable HTTP one.
+    expires). Never for an invalid run, nor for an endpoint that is not a shareable HTTP one. With
+    `image_shares` (the ImageShares of the run's image), the image rule too, with the caller's own
+    groups (may_use_image): what admission cannot know without a directory.
     """
     if validate_run(run):
+        return False
+    user_groups = tuple(user_groups)
+    if image_shares is not None and not may_use_image(run, user, user_groups, image_shares, policy):
         return False
     acl = access_for(run, shares, now, runs_by_name, policy).get(endpoint)
     return acl is not None and is_allowed(get(run, "spec", "owner"), acl, user, user_groups)

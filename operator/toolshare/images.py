@@ -137,7 +137,9 @@ def share_problem(image: str, users: Iterable[str], groups: Iterable[str], share
                   policy: Policy, members: Mapping[str, Iterable[str]] | None = None) -> str | None:
     """The READ+EXECUTE rule: a run may be shared only with principals who may use its image.
 
-    `members` maps users to their groups (the directory); without it a user counts by name only.
+    `members` maps users to their groups (the directory). Without a directory a user's groups are
+    unknown here, so a user is not refused: the gate applies the rule on every request, with the
+    groups the sign-in gives (access.may_use_image). Groups are always checked here.
     """
     shares = list(shares)
     ref = parse_image(image)
@@ -146,8 +148,8 @@ def share_problem(image: str, users: Iterable[str], groups: Iterable[str], share
         prefix = unclaimed_denied(ref, policy)
         return None if prefix is None else use_problem("", (), image, shares, policy)
     allowed_users, allowed_groups = granted(ref, claim, shares)
-    for user in users:
-        if user != claim.owner and user not in allowed_users and allowed_groups.isdisjoint((members or {}).get(user, ())):
+    for user in users if members is not None else ():
+        if user != claim.owner and user not in allowed_users and allowed_groups.isdisjoint(members.get(user, ())):
             return (f"user {user!r} may not use the run's image {ref.repository!r} (owned by {claim.owner!r}); "
                     "the image must be shared with them first (ImageShare)")
     for group in groups:

@@ -241,12 +241,18 @@ def test_read_execute_rule_for_run_shares():
     shares = [ishare(IMG, "alice", users=["carol"], groups=["lab"])]
     runs = {"nb": run(image=IMG)}
     assert admission.runshare_problem(share(users=["carol"], groups=["lab"]), ALICE, POLICY, runs, shares, None) is None
-    problem = admission.runshare_problem(share(users=["dave"]), ALICE, POLICY, runs, shares, None)
+    known = directory.parse({"directory.yaml": "users: [alice, bob, dave]\ngroups: {lab: [alice, bob]}\n"})
+    problem = admission.runshare_problem(share(users=["dave"]), ALICE, POLICY, runs, shares, known)
     assert "user 'dave' may not use the run's image" in problem
     problem = admission.runshare_problem(share(users=[], groups=["guests"]), ALICE, POLICY, runs, shares, None)
     assert "group 'guests' may not use the run's image" in problem
     # A user counts through a shared group when the directory says they are a member.
     assert admission.runshare_problem(share(users=["bob"]), ALICE, POLICY, runs, shares, DIRECTORY) is None
+    # Without a directory a user's groups are unknown here: admitted, and the gate decides per request.
+    assert admission.runshare_problem(share(users=["dave"]), ALICE, POLICY, runs, shares, None) is None
+    assert not access.may_use_image(runs["nb"], "dave", ["guests"], shares, POLICY)
+    assert access.may_use_image(runs["nb"], "bob", ["lab"], shares, POLICY)
+    assert access.may_use_image(runs["nb"], "alice", [], shares, POLICY)  # the owner launched it
 
 
 def test_only_the_sharer_an_owner_or_an_admin_changes_or_deletes_a_share():

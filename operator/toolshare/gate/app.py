@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from toolshare import model
+from toolshare import access, model
 from toolshare.client.config import ApiConfig
 from toolshare.gate import metrics, verdict
 from toolshare.gate.identity import (DEFAULT_SESSION_COOKIE, Claims, IdentityRefused, IdentityUnavailable,
@@ -32,7 +32,7 @@ from toolshare.state import views
 from toolshare.state.cache import CACHE
 
 log = logging.getLogger("toolshare.gate")
-WATCHED = (("toolruns", "ToolRun"), ("runshares", "RunShare"))
+WATCHED = (("toolruns", "ToolRun"), ("runshares", "RunShare"), ("imageshares", "ImageShare"))
 
 
 @dataclass
@@ -131,7 +131,8 @@ class Gate:
         shares = views.shares_for(ns, name) if run is not None else []
         runs_by_name = views.runs_for(ns, run, shares) if run is not None else {}
         now = dt.datetime.now(dt.timezone.utc)
-        status = verdict.verdict(identity, run, ep, shares, runs_by_name, now, self.config.policy)
+        status = verdict.verdict(identity, run, ep, shares, runs_by_name, now, self.config.policy,
+                                 self._image_shares(run))
         if status == verdict.ALLOWED:
             assert identity is not None
             # The router copies these onto the request to the tool (auth-response-headers): the
@@ -162,11 +163,17 @@ class Gate:
         for share in views.shares_naming(identity.user, identity.groups):
             namespace = share["metadata"]["namespace"]
             for run in views.share_runs(namespace, share).values():
-                if self._holds_host(run):
+                if self._holds_host(run) and access.may_use_image(run, identity.user, identity.groups,
+                                                                  self._image_shares(run), self.config.policy):
                     shares = views.shares_for(namespace, run["metadata"]["name"])
                     reached.append((run, shares, views.runs_for(namespace, run, shares)))
         owned = [r for r in views.runs_owned_by(identity.user) if self._holds_host(r)]
         return shared_with_me(identity, owned, reached, self.config.settings, now, self.config.policy), None
+
+    @staticmethod
+    def _image_shares(run: dict | None) -> list:
+        image = ((run or {}).get("spec") or {}).get("image")
+        return views.imageshares_of(image) if isinstance(image, str) and image else []
 
     def _holds_host(self, run: dict) -> bool:
         """Whether the run holds its host (a later run with the same friendly name has no Ingress)."""

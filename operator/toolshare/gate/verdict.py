@@ -26,12 +26,14 @@ class Identity(NamedTuple):
 
 
 def verdict(identity: Identity | None, run: Mapping | None, endpoint: str, shares: Iterable[Mapping],
-            runs_by_name: Mapping[str, Mapping], now: dt.datetime, policy: Policy | None = None) -> int:
+            runs_by_name: Mapping[str, Mapping], now: dt.datetime, policy: Policy | None = None,
+            image_shares: Iterable[Mapping] | None = None) -> int:
     """401 before anything is revealed; then 202 or 403. A run or endpoint that does not exist gets
     the same 403 as one the caller may not use, so a stranger learns nothing about which exist."""
     if identity is None:
         return NOT_SIGNED_IN
     if run is None:
         return FORBIDDEN
-    allowed = access.may_reach(run, endpoint, shares, identity.user, identity.groups, now, runs_by_name, policy)
+    allowed = access.may_reach(run, endpoint, shares, identity.user, identity.groups, now, runs_by_name, policy,
+                               image_shares)
     return ALLOWED if allowed else FORBIDDEN

@@ -84,6 +84,12 @@ def imageshares_all(body, **_):
     return {ALL: CACHE.packed(body)}
 
 
+@CACHE.index("imageshares", Source(f"/apis/{API_VERSION}/imageshares"))
+def imageshares_by_repository(spec, body, **_):
+    image = spec.get("image")
+    return {parse_image(image).repository: CACHE.packed(body)} if isinstance(image, str) and image else None
+
+
 def _child_view(plural: str, path: str):
     # The packed projection (cache.project): a Pod keeps only its metadata and status.phase (it
     # is compared by render hash; the phase feeds the run's status), other children what the
@@ -205,6 +211,11 @@ def children(namespace: str, run_name: str) -> dict[tuple[str, str], Mapping]:
 def imageshares() -> list[Mapping]:
     """Every ImageShare in the cluster (claims are cluster-wide)."""
     return list(CACHE.views["imageshares_all"].get(ALL, []))
+
+
+def imageshares_of(image: str) -> list[Mapping]:
+    """The ImageShares of the image's repository: all that decide who may use it."""
+    return CACHE.views["imageshares_by_repository"].get(parse_image(image).repository, [])
 
 
 def image_repository(share: Mapping) -> str | None:
