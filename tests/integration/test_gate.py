@@ -63,7 +63,7 @@ def test_per_endpoint_share_opens_only_that_endpoint(operator, gate, issuer, ts,
 def test_expiry_closes_the_gate_without_anyone_acting(operator, gate, issuer, ts, namespace):
     ts.create(toolrun("brief"))
     _has_ingress(ts, "brief")
-    expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
     ts.create(runshare("short", run="brief", users=["bob"], groups=["guests"], expires_at=expires))
     _settle(gate, issuer, namespace, "brief", "lab", SHARED)
     _settle(gate, issuer, namespace, "brief", "lab", OWNER_ONLY, timeout=30)

@@ -13,6 +13,7 @@ import lupa
 import pytest
 import yaml
 
+from tests.support.expected import converged
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.rbac import bind_edit
 from tests.support.wait import wait_for
@@ -70,6 +71,10 @@ def test_tenant_repository_applied_twice_changes_nothing(cluster, operator, name
     for plural, name in (("toolruns", "alice-notebook"), ("toolruns", "alice-rstudio"),
                          ("runshares", "notebook-for-bob"), ("runshares", "genomics-for-lab")):
         wait_for(lambda: ready(alice, plural, name), timeout=60, what=f"{plural}/{name} Ready")
+    # Ready is not settled: a run is Ready before a share is processed, and the share's status is
+    # written before its runs' (sharedWith). Only once every status is what the renderer says is the
+    # operator done writing.
+    converged(cluster.client(), namespace)
     assert alice.annotations("alice-notebook")["lab"]["toolshare.dev/allowed-users"] == "bob"
     before = snapshot(alice)
     out = apply_as(cluster, "alice", text)

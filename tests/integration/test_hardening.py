@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.support import rbac
+from tests.support.expected import converged
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.wait import wait_for
 from toolshare import model
@@ -48,6 +49,8 @@ def test_a_share_that_would_overflow_a_runs_access_list_is_refused_with_the_coun
         alice.create(runshare(f"s{i}", run="nb", users=[f"user-{i}-{j}" for j in range(per_share)]))
     rest = model.MAX_RUN_PRINCIPALS - full * per_share
     alice.create(runshare("last", run="nb", users=[f"last-{j}" for j in range(rest)]))
+    # The webhook counts from the operator's cache: wait until it holds the run and every share.
+    converged(cluster.client(), namespace)
     with pytest.raises(kubernetes.client.ApiException) as refused:
         alice.create(runshare("one-too-many", run="nb", users=["mallory"]))
     assert refused.value.status == 403

@@ -329,10 +329,12 @@ def test_killed_gate_replica_leaves_the_others_answering(cluster, namespace, ope
 
         thread = threading.Thread(target=load)
         thread.start()
-        time.sleep(0.5)
+        wait_for(lambda: seen, what="answers under load before the kill")
         os.killpg(victim.proc.pid, signal.SIGKILL)
         assert victim.proc.wait(10) == -signal.SIGKILL
-        time.sleep(1.5)
+        killed_at = len(seen)
+        rounds = 3 * 2 * len(survivors)  # three rounds of alice and dave on every survivor after it
+        wait_for(lambda: len(seen) >= killed_at + rounds, what="answers under load after the kill")
         stop.set()
         thread.join(30)
         with pytest.raises(OSError):

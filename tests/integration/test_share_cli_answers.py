@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.support.auth import matrix
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.rbac import bind_edit
 from tests.support.wait import wait_for
@@ -64,7 +65,9 @@ def test_refusals_are_one_line_with_the_api_servers_reason(operator, cluster, na
     assert f"refused to read RunShare {namespace}/alices-share" in line
     assert 'User "bob" cannot get resource "runshares"' in line
 
-    # Admission: alice may write RunShares, but not share carol's run.
+    # Admission: alice may write RunShares, but not share carol's run. The webhook decides from the
+    # operator's cache: wait until the operator has seen carols (its status written).
+    wait_for(lambda: (ts.condition("toolruns", "carols") or {}).get("status") == "True", what="carols Ready")
     line = one_line_refusal(cli(cluster, "alice", "share", "carols", "--user", "bob", "-n", namespace,
                                 kubectl=True), "share")
     assert f"refused to apply RunShare {namespace}/carols-share" in line
@@ -144,7 +147,10 @@ def test_shared_with_me_comes_from_the_gate(operator, gate, issuer, cluster, nam
         assert out.returncode == 0, out.stderr
         return [line.split() for line in out.stdout.splitlines()]
 
-    rows = wait_for(lambda: [r for r in listing("bob") if r[:1] == [namespace]], what="bob's row from the gate")
+    # The listings are the gate's: wait until it holds both shares (it lets bob and carol in).
+    wait_for(lambda: matrix(gate.url, issuer, namespace, "nb", "lab", ("bob", "carol")) == (202, 202),
+             what="both shares known to the gate")
+    rows = [r for r in listing("bob") if r[:1] == [namespace]]
     assert listing("bob")[0] == ["NAMESPACE", "NAME", "RUN", "OWNER", "VIA", "SHARED-BY", "EXPIRES", "URL"]
     assert [r[:7] for r in rows] == [[namespace, "to-bob", "nb", "alice", "user", "admin", "never"]]
     assert rows[0][7].startswith("http://") and rows[0][7].endswith(".toolshare.localhost/lab")

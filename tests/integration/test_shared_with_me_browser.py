@@ -37,6 +37,8 @@ def test_bob_sees_alices_run_in_shared_with_me(operator, gate, issuer, cluster, 
     ts.create(runshare("dashboards-lab", run="dashboards", groups=["lab"], endpoints=["web"]))
     wait_for(lambda: matrix(gate.url, issuer, namespace, "rnaseq", "lab", ("bob",)) == (202,), what="rnaseq shared")
     wait_for(lambda: matrix(gate.url, issuer, namespace, "dashboards", "web", ("bob",)) == (202,), what="dashboards shared")
+    # bob's own run is on the page too: the gate must know it before the page is asked for.
+    wait_for(lambda: matrix(gate.url, issuer, namespace, "scratch", "lab", ("bob",)) == (202,), what="scratch known")
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

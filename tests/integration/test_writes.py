@@ -6,7 +6,9 @@ import time
 
 import kubernetes
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.expected import converged
 from tests.support.metrics import delta, write_counts
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.wait import wait_for
@@ -28,6 +30,12 @@ def settled(cluster, quiet: float = 3.0, timeout: float = 60.0):
         elif time.monotonic() - stable_since >= quiet:
             return now
     raise AssertionError("writes never settled")
+
+
+def reconciles(operator, kind: str) -> float:
+    """Reconciles of `kind` the operator process has finished without error, by its own count."""
+    return sum(s.value for f in text_string_to_metric_families(operator.metrics()) for s in f.samples
+               if s.name == "toolshare_reconciles_total" and s.labels == {"kind": kind, "result": "ok"})
 
 
 def other_test_namespaces_gone(cluster, namespace):
@@ -53,12 +61,20 @@ def test_idle_restart_and_share_change_write_budget(ts, cluster, operator):
     for i in range(1, N_RUNS, 2):
         wait_for(lambda: ts.annotations(f"run-{i}").get("lab", {}).get("toolshare.dev/allowed-groups") == "lab",
                  what=f"run-{i} shared with lab")
+    # Idle means every write done: every status, and the Shared events (posted after the shares'
+    # statuses, while their runs are reconciled), not merely a quiet spell.
+    converged(cluster.client(), ts.ns)
+    for i in (0, *range(1, N_RUNS, 2)):
+        wait_for(lambda: any(r == "Shared" for r, _ in ts.events(f"run-{i}")), what=f"Shared event on run-{i}")
     before = settled(cluster)
 
     time.sleep(5)
     assert delta(write_counts(cluster.client(), OURS), before) == {}, "an idle operator wrote something"
 
     operator.restart()
+    # The restarted operator reconciles every run and share it lists; count its writes after that.
+    wait_for(lambda: reconciles(operator, "ToolRun") >= N_RUNS and reconciles(operator, "RunShare") >= 2,
+             timeout=120, what="the restarted operator to reconcile every run and share")
     after_restart = settled(cluster, quiet=5.0)
     assert delta(after_restart, before) == {}, f"restart with {N_RUNS} unchanged runs wrote: {delta(after_restart, before)}"
     assert "Traceback" not in operator.log_tail(20000)
@@ -67,19 +83,21 @@ def test_idle_restart_and_share_change_write_budget(ts, cluster, operator):
     # run's (sharedWith); the share's verdict is unchanged, so its status is not written.
     ts.patch("runshares", "to-bob", {"spec": {"users": ["bob", "carol"]}})
     wait_for(lambda: ts.annotations("run-0")["lab"]["toolshare.dev/allowed-users"] == "bob,carol", what="carol added")
+    converged(cluster.client(), ts.ns)  # the run's status is written after its Ingress
     change = delta(settled(cluster), after_restart)
     assert change.pop(("APPLY", "ingresses", ""), 0) == 1
     assert change.pop(("PATCH", "runshares", ""), 0) == 1  # the test's own spec change
     assert change == {("PATCH", "toolruns", "status"): 1}, change
 
 
-def test_a_run_exposing_nothing_is_not_rewritten(ts, cluster):
+def test_a_run_exposing_nothing_is_not_rewritten(ts, cluster, operator):
     """An SSH-only run's NetworkPolicy has no rule; the API server stores that without an `ingress`
     list, and a reconcile must see it as unchanged (it used to re-apply it every time)."""
     ts.create(toolrun("ssh-only", endpoints=[{"name": "ssh", "port": 22, "protocol": "ssh"}]))
     wait_for(lambda: (ts.condition("toolruns", "ssh-only") or {}).get("status") == "True", what="run Ready")
-    before = settled(cluster)
+    before, done = settled(cluster), reconciles(operator, "ToolRun")
     ts.patch("toolruns", "ssh-only", {"metadata": {"labels": {"touched": "yes"}}})  # an event, nothing to render
+    wait_for(lambda: reconciles(operator, "ToolRun") > done, what="the operator to reconcile the relabelled run")
     change = delta(settled(cluster), before)
     assert change.pop(("PATCH", "toolruns", ""), 0) == 1  # the test's own
     assert change == {}, f"re-reconciling an unchanged SSH-only run wrote {change}"

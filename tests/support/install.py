@@ -50,7 +50,12 @@ def wait_for_principals_policy(cluster, timeout: float = 60) -> None:
              "spec": {"runRef": {"name": "probe"}, "users": ["bob", "carol"]}}
 
     def joined() -> bool:
-        answer = api.create_namespaced_custom_object(GROUP, VERSION, "default", "runshares", probe, dry_run="All")
+        try:
+            answer = api.create_namespaced_custom_object(GROUP, VERSION, "default", "runshares", probe, dry_run="All")
+        except kubernetes.client.ApiException as e:
+            if e.status == 503:  # "There can be a delay between when CustomResourceDefinitions are created
+                return False     # and when they are available": Established, not yet served
+            raise
         return (answer["metadata"].get("annotations") or {}).get("toolshare.dev/users") == "bob, carol"
 
     wait_for(joined, timeout=timeout, what="the principals policy in effect")
