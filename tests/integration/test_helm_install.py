@@ -21,6 +21,7 @@ import kubernetes
 import pytest
 
 from tests.support import cluster as support, helm as h
+from tests.support.install import wait_for_principals_policy
 from tests.support.objects import GROUP, VERSION, Toolshare, runshare, toolrun
 from tests.support.rbac import bind_edit, service_account_kubeconfig
 from tests.support.wait import wait_for
@@ -136,6 +137,9 @@ def test_install_reconcile_upgrade_uninstall(own_cluster, tmp_path):
     installed = Installed(tc, tmp_path, port)
     try:
         installed.start_operator()
+        # Installed together with its CRD, the principals policy acts (and RunShares are served to
+        # it) a few seconds later; until then a RunShare write is answered 503, as for any new CRD.
+        wait_for_principals_policy(tc)
         kubernetes.client.CoreV1Api(tc.client()).create_namespace({"metadata": {"name": "lab"}})
         bind_edit(tc, "lab", users=["alice"])
         alice = Toolshare(tc.client("alice"), "lab")
