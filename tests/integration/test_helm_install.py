@@ -11,6 +11,7 @@ cluster, is copied to a directory here). Webhooks stay on, so admission is part 
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import sys
 import tempfile
@@ -83,6 +84,9 @@ class Installed:
         svc = devservices.Service("operator", argv, f"http://127.0.0.1:{health}/healthz",
                                   self.work / "operator.log", env=env).start()
         self.procs.append(svc)
+        # Live (kopf's probe) comes before the webhook server listens; the chart's configurations
+        # already point at it, so a write before then is refused.
+        wait_for(lambda: _listening(self.webhook_port), timeout=60, what="the operator's webhook server")
         return svc
 
     def start_gate(self) -> devservices.Service:
@@ -100,6 +104,14 @@ class Installed:
         for p in self.procs:
             p.stop()
         self.procs.clear()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def _release_objects(tc) -> list[str]:
