@@ -269,13 +269,23 @@ async def wait_webhooks(k: KClient, timeout: float = 60) -> None:
         try:
             v = await k.request("GET", "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/toolshare.dev")
             m = await k.request("GET", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/toolshare.dev")
-            if v.get("webhooks") and m.get("webhooks"):
-                await asyncio.sleep(0.5)
+            if v.get("webhooks") and m.get("webhooks") and await principals_joined(k):
                 return
         except RuntimeError:
-            pass
+            pass  # not registered, or not answering yet (503 for a just-established CRD, 500 connect)
         await asyncio.sleep(0.3)
-    raise TimeoutError("the operator's webhooks were not registered")
+    raise TimeoutError("the operator's webhooks and admission policies were not in effect")
+
+
+async def principals_joined(k: KClient) -> bool:
+    """A RunShare write is admitted and joined by the principals policy (a dry run): the webhooks
+    answer and the API server serves RunShares to its admission policies (a few seconds after the
+    CRD and the policy are created, it answers 503 until then)."""
+    probe = {"apiVersion": "toolshare.dev/v1alpha1", "kind": "RunShare", "metadata": {"name": "probe"},
+             "spec": {"runRef": {"name": "probe"}, "users": ["bob"]}}
+    answer = await k.request("POST", "/apis/toolshare.dev/v1alpha1/namespaces/default/runshares", probe,
+                             params={"dryRun": "All"})
+    return (answer.get("metadata", {}).get("annotations") or {}).get("toolshare.dev/users") == "bob"
 
 
 async def bench(args) -> dict:
