@@ -47,3 +47,11 @@ def test_runshare_columns_show_every_principal_joined(operator, cluster, namespa
 
     wait_for(lambda: kubectl_get(cluster, namespace, "toolruns")[0]["SHARED-WITH"]
              == "bob, carol, dave, erin, group:guests, group:lab", what="the run's joined SHARED-WITH")
+    # TOOL is the ToolReady condition's reason: the tool's own state, whichever it is here (it may
+    # move on between the two reads while the Pod starts, hence the wait).
+    def tool_column_is_the_reason():
+        row = kubectl_get(cluster, namespace, "toolruns")[0]
+        reason = (ts.condition("toolruns", "nb", "ToolReady") or {}).get("reason")
+        return row["READY"] == "True" and bool(reason) and row["TOOL"] == reason
+
+    wait_for(tool_column_is_the_reason, what="TOOL showing the ToolReady reason")

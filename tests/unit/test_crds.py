@@ -10,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from toolshare import model
+from toolshare import model, render
 from toolshare.principals import DNS_LABEL_PATTERN, PRINCIPAL_PATTERN
 
 CRDS = pathlib.Path(__file__).resolve().parents[2] / "crds"
@@ -78,7 +78,9 @@ def columns(crd, priority=0):
 
 
 def test_printer_columns():
-    assert columns(TOOLRUN) == ["Owner", "URL", "Shared-With", "Ready", "Age"]
+    assert columns(TOOLRUN) == ["Owner", "URL", "Shared-With", "Ready", "Tool", "Age"]
+    tool = next(c for c in version(TOOLRUN)["additionalPrinterColumns"] if c["name"] == "Tool")
+    assert tool["jsonPath"] == f'.status.conditions[?(@.type=="{render.TOOL_READY}")].reason'
     assert columns(TOOLRUN, 1) == ["Reason", "Pod", "Image"]
     assert columns(RUNSHARE) == ["Run", "Selector", "Users", "Groups", "Ready", "Expires", "Age"]
     assert columns(RUNSHARE, 1) == ["Reason", "Applies-To", "Endpoints"]

@@ -71,7 +71,15 @@ def as_served(desired: dict) -> dict:
         obj["spec"].update(restartPolicy="Always", dnsPolicy="ClusterFirst", schedulerName="default-scheduler",
                            tolerations=[{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}])
         obj["spec"]["containers"][0].update(terminationMessagePath="/dev/termination-log", imagePullPolicy="IfNotPresent")
-        obj["status"] = {"phase": "Running", "qosClass": "BestEffort", "conditions": [{"type": "PodScheduled"}]}
+        obj["status"] = {"phase": "Running", "qosClass": "BestEffort", "podIP": "10.88.0.7", "startTime": "2026-11-22T00:00:01Z",
+                         "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-22T00:00:01Z"},
+                                        {"type": "PodReadyToStartContainers", "status": "True"},
+                                        {"type": "Ready", "status": "True", "lastProbeTime": None}],
+                         "containerStatuses": [{"name": "tool", "image": "jupyter/base-notebook", "imageID": "sha256:1",
+                                                "containerID": "containerd://2", "ready": True, "started": True,
+                                                "restartCount": 1, "state": {"running": {"startedAt": "2026-11-22T00:00:09Z"}},
+                                                "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                                             "startedAt": "2026-11-22T00:00:02Z"}}}]}
     return obj
 
 
@@ -111,9 +119,17 @@ def test_a_stored_child_compares_like_the_whole_child(settings):
         assert "managedFields" not in kept["metadata"] and len(pack(served)) < len(repr(served)) / 3
         assert needs_write(desired, served) is False and needs_write(desired, kept) is False
         if desired["kind"] == "Pod":
-            # Compared by render hash only; the phase feeds the run's status.
+            # Compared by render hash only; its status feeds the run's podPhase and ToolReady.
             assert kept["metadata"]["annotations"] == served["metadata"]["annotations"]
-            assert kept["status"] == {"phase": "Running"} and "spec" not in kept
+            assert "spec" not in kept
+            assert kept["status"] == {
+                "phase": "Running",
+                "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "tool", "image": "jupyter/base-notebook", "ready": True, "restartCount": 1,
+                                       "state": {"running": {}},
+                                       "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
+            assert render.tool_condition(kept) == render.tool_condition(served) == (
+                True, "Running", "container tool (image jupyter/base-notebook) is running and ready; restarts=1")
             continue
         # Drift on any field we set is seen on the stored projection exactly as on the whole object.
         for path in leaves({k: v for k, v in desired.items() if k != "status"}):

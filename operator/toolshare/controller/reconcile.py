@@ -201,6 +201,9 @@ class Reconciler:
         pod_name = model.service_name(name)
         # Our own apply's answer may be newer than the cache (its phase included).
         pod = self.written.newest(children.get(("Pod", pod_name)), ("Pod", ns, pod_name, "")) if not problems else None
+        # Ready is the operator's work (children in line); ToolReady the tool's own state, from its Pod.
+        tool = render.tool_condition(pod, pod_name, "the run's spec is invalid" if problems else "")
+        conditions = set_condition(conditions, render.TOOL_READY, tool.ready, tool.reason, tool.message, generation, now)
         new_status = {
             **(render.run_status(run, shares, self.settings, now, runs_by_name, self.policy) if not problems else
                {"urls": [], "sharedWith": {"users": [], "groups": [], "summary": ""}}),

@@ -24,12 +24,14 @@ from toolshare.render.common import RenderError
 from toolshare.render.ingress import ANN_GROUPS, ANN_OWNER, ANN_USERS, render_ingresses
 from toolshare.render.networkpolicy import render_network_policy
 from toolshare.render.pod import render_pod
+from toolshare.render.podstatus import TOOL_READY, ToolCondition, tool_condition
 from toolshare.render.service import render_service
 from toolshare.render.status import run_status, run_urls, share_status, shared_with
 from toolshare.settings import Settings
 
 __all__ = ["ANN_GROUPS", "ANN_OWNER", "ANN_USERS", "RenderError", "render_children", "render_ingresses", "render_network_policy", "render_pod",
-           "render_service", "run_status", "run_urls", "share_status", "shared_with"]
+           "render_service", "run_status", "run_urls", "share_status", "shared_with", "TOOL_READY", "ToolCondition",
+           "tool_condition"]
 
 
 def render_children(run: Mapping, shares: Iterable[Mapping], settings: Settings, now: dt.datetime,

@@ -27,6 +27,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from toolshare.render.podstatus import project_pod_status
+
 log = logging.getLogger("toolshare.cache")
 
 IndexFn = Callable[..., Mapping | None]
@@ -55,8 +57,9 @@ def project(obj: Mapping) -> dict:
     """What the operator keeps of an object: a new dict (sharing only immutable leaves with `obj`).
 
     Children keep their identity, labels, annotations, ownerReferences and spec (minus the fields
-    the API server fills in), a Pod only its metadata and status.phase (its spec is compared by
-    render hash alone). ToolRuns, RunShares and ImageShares keep spec and status whole.
+    the API server fills in), a Pod only its metadata (with deletionTimestamp) and what the run's
+    ToolReady condition and podPhase read of its status (render/podstatus.py; its spec is compared
+    by render hash alone). ToolRuns, RunShares and ImageShares keep spec and status whole.
     """
     kind = obj.get("kind")
     child = kind in CHILD_KINDS
@@ -71,7 +74,9 @@ def project(obj: Mapping) -> dict:
         out_meta[key] = copy.deepcopy(value)
     out: dict = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": out_meta}
     if kind == "Pod":
-        out["status"] = {"phase": (obj.get("status") or {}).get("phase")}
+        if meta.get("deletionTimestamp"):
+            out_meta["deletionTimestamp"] = meta["deletionTimestamp"]
+        out["status"] = project_pod_status(obj.get("status"))
         return out
     spec = obj.get("spec")
     if spec is not None:
@@ -112,11 +117,15 @@ _SAMPLES = [
                             {"name": "ssh", "port": 22, "protocol": "ssh"}]},
      "status": {"urls": ["http://r.toolshare.localhost/lab"], "podPhase": "Pending", "observedGeneration": 1,
                 "sharedWith": {"users": ["bob"], "groups": ["lab"], "summary": "bob, group:lab"},
-                "conditions": [_CONDITION]}},
+                "conditions": [_CONDITION, dict(_CONDITION, type="ToolReady", reason="Running",
+                                                message="container tool (image jupyter/base-notebook) is running and ready")]}},
     {"apiVersion": "toolshare.dev/v1alpha1", "kind": "RunShare", "metadata": _META,
      "spec": {"runRef": {"name": "r"}, "users": ["bob"], "groups": ["lab"], "expiresAt": "2026-01-01T00:00:00Z"},
      "status": {"runs": ["r"], "conditions": [dict(_CONDITION, reason="Active", message="shares ToolRun r")]}},
-    {"apiVersion": "v1", "kind": "Pod", "metadata": _META, "status": {"phase": "Pending"}},
+    {"apiVersion": "v1", "kind": "Pod", "metadata": _META, "status": {
+        "phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+        "containerStatuses": [{"ready": True, "restartCount": 0, "name": "tool", "image": "jupyter/base-notebook",
+                               "state": {"running": {}}}]}},
     {"apiVersion": "v1", "kind": "Service", "metadata": _META,
      "spec": {"type": "ClusterIP", "selector": {"app.kubernetes.io/managed-by": "toolshare", "toolshare.dev/run": "r"},
               "ports": [{"name": "lab", "port": 8888, "targetPort": "lab", "protocol": "TCP", "appProtocol": "http"}]}},
