@@ -90,13 +90,13 @@ CASES = {
         "message": 'failed to pull and unpack image "docker.io/library/nosuch:1": failed to resolve reference '
                    '"docker.io/library/nosuch:1": pull access denied, repository does not exist or may require '
                    'authorization'}}, image="nosuch:1")]},
-        (False, "ErrImagePull",
+        (False, "ImagePullBackOff",
          'image nosuch:1 of container tool cannot be pulled: failed to pull and unpack image '
          '"docker.io/library/nosuch:1": failed to resolve reference "docker.io/library/nosuch:1": pull access '
          'denied, repository does not exist or may require authorization')),
     "image pull back-off": ({"phase": "Pending", **NODE, "conditions": SCHEDULED, "containerStatuses": [tool({"waiting": {
         "reason": "ImagePullBackOff", "message": 'Back-off pulling image "nosuch:1"'}}, image="nosuch:1")]},
-        (False, "ImagePullBackOff", 'image nosuch:1 of container tool cannot be pulled: Back-off pulling image "nosuch:1"')),
+        (False, "ImagePullBackOff", 'image nosuch:1 of container tool cannot be pulled')),
     "running, not ready": ({"phase": "Running", **NODE, "conditions": SCHEDULED,
                             "containerStatuses": [tool({"running": {"startedAt": T0}})]},
                            (False, "ContainersNotReady", f"container tool (image {IMAGE}) is running but not ready")),
@@ -108,15 +108,16 @@ CASES = {
                      "message": "back-off 40s restarting failed container=tool pod=nb_lab(0a6c1f7e-pod-uid)"}},
         restarts=3, last=CRASHED)]},
         (False, "CrashLoopBackOff",
-         f"container tool (image {IMAGE}) exited with code 1 (Error) and is restarting; restarts=3")),
+         f"container tool (image {IMAGE}) exited with code 1 (Error) and is restarting")),
     "crashed, about to restart": ({"phase": "Running", **NODE, "conditions": SCHEDULED,
                                    "containerStatuses": [tool(CRASHED, restarts=1)]},
-                                  (False, "Error", f"container tool (image {IMAGE}) exited with code 1 (Error); restarts=1")),
+                                  (False, "CrashLoopBackOff",
+                                   f"container tool (image {IMAGE}) exited with code 1 (Error) and is restarting")),
     "out of memory": ({"phase": "Running", **NODE, "conditions": SCHEDULED, "containerStatuses": [tool(
         {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container=tool"}},
         restarts=1, last={"terminated": {"exitCode": 137, "reason": "OOMKilled", "startedAt": T0, "finishedAt": T0}})]},
         (False, "CrashLoopBackOff",
-         f"container tool (image {IMAGE}) exited with code 137 (OOMKilled) and is restarting; restarts=1")),
+         f"container tool (image {IMAGE}) exited with code 137 (OOMKilled) and is restarting")),
     "exited 0": ({"phase": "Running", **NODE, "conditions": SCHEDULED, "containerStatuses": [tool(
         {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": T0, "finishedAt": T0}})]},
         (False, "Completed", f"container tool (image {IMAGE}) exited with code 0 (Completed)")),
@@ -141,13 +142,13 @@ CASES = {
                                                             "message": "setup: /data is not writable\n"}})],
         "containerStatuses": [tool({"waiting": {"reason": "PodInitializing"}})]},
         (False, "Init:CrashLoopBackOff",
-         "init container setup (image busybox) exited with code 2 (Error) and is restarting; restarts=2: "
+         "init container setup (image busybox) exited with code 2 (Error) and is restarting: "
          "setup: /data is not writable")),
     "sidecar injected, tool crashing": ({"phase": "Running", **NODE, "conditions": SCHEDULED, "containerStatuses": [
         tool({"running": {"startedAt": T0}}, ready=True, name="istio-proxy", image="istio/proxyv2:1.24"),
         tool({"waiting": {"reason": "CrashLoopBackOff"}}, restarts=5, last=CRASHED)]},
         (False, "CrashLoopBackOff",
-         f"container tool (image {IMAGE}) exited with code 1 (Error) and is restarting; restarts=5")),
+         f"container tool (image {IMAGE}) exited with code 1 (Error) and is restarting")),
     "evicted": ({"phase": "Failed", "reason": "Evicted", "startTime": T0,
                  "message": "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki.",
                  "containerStatuses": [tool({"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown"}})]},
@@ -196,8 +197,8 @@ def test_a_long_crash_message_is_bounded_and_one_line():
         "Traceback (most recent call last):\n" + "  File \"/opt/tool.py\", line 1\n" * 2000 + "\x1b[31mValueError\x1b[0m"
     got = tool_condition(pod(status))
     assert len(got.message) <= MESSAGE_LIMIT and "\n" not in got.message and "\x1b" not in got.message
-    assert got.message.startswith(f"container tool (image {IMAGE}) exited with code 1 (Error) and is restarting; "
-                                  "restarts=3: Traceback (most recent call last): File")
+    assert got.message.startswith(f"container tool (image {IMAGE}) exited with code 1 (Error) and is restarting"
+                                  ": Traceback (most recent call last): File")
     assert got.message.endswith("…")
     assert len(project_pod_status(status)["containerStatuses"][0]["lastState"]["terminated"]["message"]) <= TEXT_LIMIT
 
@@ -340,3 +341,27 @@ def test_each_pod_change_costs_one_status_write_and_only_a_flip_moves_the_transi
         children[("Pod", "nb")]["metadata"]["resourceVersion"] = str(201 + 10 * step)
         assert reconcile(children, at + dt.timedelta(seconds=6)) == []
     assert kube.run["status"]["podPhase"] == "Running"
+
+
+def test_a_failing_pull_costs_no_write_per_retry():
+    """The kubelet alternates ErrImagePull (with the error) and ImagePullBackOff (without) forever:
+    both give one condition, the back-off half keeping the error the previous condition said."""
+    error = {"reason": "ErrImagePull", "message": 'failed to pull image "toolshare.local/nosuch:1": no such host'}
+    pull = {"metadata": {"name": "nb"}, "status": {"phase": "Pending", **NODE, "conditions": SCHEDULED,
+                                                  "containerStatuses": [tool({"waiting": error}, image="toolshare.local/nosuch:1")]}}
+    back_off = {"metadata": {"name": "nb"}, "status": {**pull["status"], "containerStatuses": [tool(
+        {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "toolshare.local/nosuch:1"'}},
+        image="toolshare.local/nosuch:1")]}}
+    first = tool_condition(pull, "nb")
+    previous = {"type": "ToolReady", "status": "False", "reason": first.reason, "message": first.message}
+    assert tool_condition(back_off, "nb", previous=previous) == first
+    assert tool_condition(pull, "nb", previous=previous) == first
+    assert "no such host" in first.message
+
+
+def test_a_crash_loop_costs_no_write_per_restart():
+    crashed = {"metadata": {"name": "nb"}, "status": {"phase": "Running", **NODE, "conditions": SCHEDULED,
+                                                     "containerStatuses": [tool(CRASHED, restarts=4)]}}
+    waiting = {"metadata": {"name": "nb"}, "status": {**crashed["status"], "containerStatuses": [tool(
+        {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s"}}, restarts=5, last=CRASHED)]}}
+    assert tool_condition(crashed, "nb") == tool_condition(waiting, "nb")

@@ -202,7 +202,8 @@ class Reconciler:
         # Our own apply's answer may be newer than the cache (its phase included).
         pod = self.written.newest(children.get(("Pod", pod_name)), ("Pod", ns, pod_name, "")) if not problems else None
         # Ready is the operator's work (children in line); ToolReady the tool's own state, from its Pod.
-        tool = render.tool_condition(pod, pod_name, "the run's spec is invalid" if problems else "")
+        previous = next((c for c in status.get("conditions") or [] if c.get("type") == render.TOOL_READY), None)
+        tool = render.tool_condition(pod, pod_name, "the run's spec is invalid" if problems else "", previous)
         conditions = set_condition(conditions, render.TOOL_READY, tool.ready, tool.reason, tool.message, generation, now)
         new_status = {
             **(render.run_status(run, shares, self.settings, now, runs_by_name, self.policy) if not problems else

@@ -11,16 +11,23 @@ print it, and a message that names the container and its image:
   Unschedulable       the scheduler cannot place it (its PodScheduled reason, e.g. SchedulingGated)
   PodInitializing     an init container runs; Init:<reason> when one fails (Init:CrashLoopBackOff)
   ContainerCreating   the kubelet is creating the container
-  ErrImagePull, ImagePullBackOff, ErrImageNeverPull, InvalidImageName, ...
+  ImagePullBackOff, ErrImageNeverPull, InvalidImageName, ...
                       "image X of container tool cannot be pulled: <the kubelet's message>"
-  CrashLoopBackOff    "container tool (image X) exited with code N (Error) and is restarting; restarts=K"
+  CrashLoopBackOff    "container tool (image X) exited with code N (Error) and is restarting"
   Error, Completed, OOMKilled, ...
-                      the container has terminated (before its restart)
+                      the container has terminated (its first time; then CrashLoopBackOff)
   CreateContainerConfigError, RunContainerError, ...
                       the container cannot start (the kubelet's reason and message)
   ContainersNotReady  running, not ready (a readiness probe or gate)
   Evicted, PodFailed, PodSucceeded, PodUnknown
                       the Pod as a whole has ended or its node is not reporting
+
+The kubelet retries a failing pull or a crashing container forever, and its own reasons alternate
+on every try (ErrImagePull / ImagePullBackOff, Error / CrashLoopBackOff) while restart counts grow.
+Each alternation here would be a status write, forever, and would move the run's resourceVersion
+under anyone waiting for it to settle; so both halves of a cycle have one reason and one message
+(restarts are not counted while it crashes), and the back-off half, which has no error text, keeps
+the message the previous condition had (`previous`).
 
 Everything is read defensively (any shape of status gives an answer, never an exception), and
 every text is one line and bounded, so a container's crash output cannot bloat the status.
@@ -47,6 +54,8 @@ RUNNING, CONTAINERS_NOT_READY = "Running", "ContainersNotReady"
 POD_MISSING, POD_TERMINATING, POD_PENDING, POD_UNKNOWN = "PodMissing", "PodTerminating", "PodPending", "PodUnknown"
 UNSCHEDULABLE, POD_INITIALIZING, CONTAINER_CREATING = "Unschedulable", "PodInitializing", "ContainerCreating"
 CRASH_LOOP = "CrashLoopBackOff"
+PULL_BACK_OFF = "ImagePullBackOff"
+PULL_CYCLE = frozenset({"ErrImagePull", PULL_BACK_OFF})  # the kubelet alternates between them
 IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
                            "ImageInspectError", "RegistryUnavailable", "SignatureValidationFailed"})
 # Waiting for something normal, not an error.
@@ -128,14 +137,14 @@ def _container(cs: Mapping, init: bool) -> tuple[int, ToolCondition]:
     if "waiting" in state:
         waiting = _map(state["waiting"])
         reason, said = clean_reason(waiting.get("reason")), clean(waiting.get("message"))
+        if reason in PULL_CYCLE:  # the error text is only on ErrImagePull; see `previous`
+            return 4, ToolCondition(False, PULL_BACK_OFF, _with(
+                f"image {image} of {kind} {name} cannot be pulled", said if reason != PULL_BACK_OFF else ""))
         if reason in IMAGE_REASONS:
             return 4, ToolCondition(False, reason, _with(f"image {image} of {kind} {name} cannot be pulled",
                                                          said or reason))
         if reason == CRASH_LOOP:
-            if isinstance(last, Mapping):
-                text = f"{who} {_exit(last)[1]} and is restarting; restarts={restarts}"
-                return 4, ToolCondition(False, reason, _with(text, clean(last.get("message"))))
-            return 4, ToolCondition(False, reason, f"{who} keeps crashing and is restarting; restarts={restarts}")
+            return 4, _crashing(who, last)
         if reason in BENIGN_WAITING:
             what = "waits for the init containers" if reason == POD_INITIALIZING else "is being created"
             return 2, ToolCondition(False, reason or CONTAINER_CREATING, f"{who} {what}{counted}")
@@ -145,6 +154,8 @@ def _container(cs: Mapping, init: bool) -> tuple[int, ToolCondition]:
         reason, how = _exit(terminated)
         if init and reason == "Completed":
             return 0, ToolCondition(True, reason, f"{who} {how}")
+        if restarts:  # between two tries of a crash loop: the same condition as the back-off half
+            return 4, _crashing(who, terminated)
         return 3, ToolCondition(False, reason, _with(f"{who} {how}{counted}", clean(terminated.get("message"))))
     if "running" in state:
         if cs.get("ready") is True:
@@ -152,6 +163,13 @@ def _container(cs: Mapping, init: bool) -> tuple[int, ToolCondition]:
         what = "is running" if init else "is running but not ready"
         return 1, ToolCondition(False, CONTAINERS_NOT_READY, f"{who} {what}{counted}")
     return 2, ToolCondition(False, CONTAINER_CREATING, f"{who} has not started yet")
+
+
+def _crashing(who: str, last: Any) -> ToolCondition:
+    if isinstance(last, Mapping):
+        return ToolCondition(False, CRASH_LOOP, _with(f"{who} {_exit(last)[1]} and is restarting",
+                                                      clean(last.get("message"))))
+    return ToolCondition(False, CRASH_LOOP, f"{who} keeps crashing and is restarting")
 
 
 def _worst(statuses: list[Mapping], init: bool) -> tuple[int, ToolCondition] | None:
@@ -163,10 +181,17 @@ def _worst(statuses: list[Mapping], init: bool) -> tuple[int, ToolCondition] | N
     return min(judged, key=lambda j: (-j[0][0], j[1], j[2]))[0]
 
 
-def tool_condition(pod: Mapping | None, pod_name: str = "", why: str = "") -> ToolCondition:
-    """The ToolReady condition of a run whose Pod is `pod` (None: it has none; `why` may say why)."""
+def tool_condition(pod: Mapping | None, pod_name: str = "", why: str = "",
+                   previous: Mapping | None = None) -> ToolCondition:
+    """The ToolReady condition of a run whose Pod is `pod` (None: it has none; `why` may say why).
+    `previous` is the run's current ToolReady condition: the back-off half of a failing pull keeps
+    its message (the error the other half said), so a retry cycle costs no status write."""
     cond = _tool_condition(pod, pod_name, why)
-    return cond._replace(message=clean(cond.message, MESSAGE_LIMIT))
+    cond = cond._replace(message=clean(cond.message, MESSAGE_LIMIT))
+    if (cond.reason == PULL_BACK_OFF and isinstance(previous, Mapping) and previous.get("reason") == PULL_BACK_OFF
+            and isinstance(previous.get("message"), str) and previous["message"].startswith(cond.message)):
+        return cond._replace(message=clean(previous["message"], MESSAGE_LIMIT))
+    return cond
 
 
 def _tool_condition(pod: Mapping | None, pod_name: str, why: str) -> ToolCondition:
