@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CLUSTER_DIR ?= .toolshare/cluster
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration binaries venv down status clean deps sync crds
+.PHONY: run test unit integration binaries images venv down status clean deps sync crds
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,15 +21,26 @@ binaries: venv
 	$(BIN)/python -m toolshare.local.oauth2proxy
 	$(BIN)/python -m toolshare.local.helm
 
+## images: build (once per change of their inputs, cached under ~/.cache/toolshare/images) the node's
+## images: pause, a Debian base, JupyterLab, Toolshare (docs/images.md); needs root
+images: venv deps
+	$(BIN)/toolshare images build
+
 ## sync (or crds): regenerate the chart's and manifests' copies of crds/ and the RBAC rules
 sync crds: venv
 	$(BIN)/python -m toolshare.local.syncmanifests
 
-## deps: Debian packages the tests drive: nginx (auth_request) and chromium (browser test); apt only when missing
+## deps: Debian packages the tests drive: nginx (auth_request), chromium (browser test), and what builds and
+## runs the images (debootstrap, buildah, runc, gcc for pause, ssh for the tool's SSH test); apt only when missing
 deps:
 	@missing=""; \
 	[ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
+	[ -x /usr/bin/buildah ] || missing="$$missing buildah"; \
+	[ -x /usr/sbin/runc ] || missing="$$missing runc"; \
+	[ -x /usr/bin/gcc ] && [ -e /usr/include/stdio.h ] || missing="$$missing gcc libc6-dev"; \
+	[ -x /usr/bin/ssh ] || missing="$$missing openssh-client"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "installing$$missing with apt-get"; \

@@ -180,7 +180,8 @@ def test_dockerfile_and_chart_run_the_same_commands():
     dockerfile = (repo_root() / "Dockerfile").read_text()
     scripts = tomllib.loads((repo_root() / "pyproject.toml").read_text())["project"]["scripts"]
     cmd = yaml.safe_load(re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE).group(1))
-    assert cmd[0] in scripts and "pip install --no-cache-dir --prefix=/install ." in dockerfile
+    assert cmd[0] in scripts and "/opt/toolshare/bin/pip install --no-cache-dir ." in dockerfile
+    assert re.search(r"^ENV PATH=/opt/toolshare/bin:", dockerfile, re.MULTILINE)
     assert re.search(r"^USER 10001:10001$", dockerfile, re.MULTILINE)
     parser = cli.build_parser()
     for values in ({}, {"webhooks.enabled": "false", "gate.signinUrl": "https://auth.example.org/oauth2/start"}):

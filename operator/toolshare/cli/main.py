@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,6 +29,25 @@ def _cluster(args: argparse.Namespace) -> int:
             return 0 if info.get("running") else 3
     except (binaries.BinariesUnavailable, cluster.ClusterError) as e:
         print(f"toolshare cluster {args.action}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    """Archives on stdout (reference, path); progress on stderr."""
+    from toolshare.local.images import build, catalog, containerd
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        names = [catalog.lookup(args.only).name] if args.only else None
+        for ref, path in build.ensure(names, log=log).items():
+            print(f"{ref}\t{path}")
+        if args.import_to:
+            containerd.import_images(Path(args.ctr), Path(args.import_to), names or catalog.IMPORTED, log=log)
+    except (build.ImagesUnavailable, catalog.UnknownImage) as e:
+        print(f"toolshare images {args.action}: {e}", file=sys.stderr)
         return 2
     return 0
 
@@ -149,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dir", default=DEFAULT_CLUSTER_DIR,
                    help=f"cluster directory (default {DEFAULT_CLUSTER_DIR}, or $TOOLSHARE_CLUSTER_DIR)")
     c.set_defaults(func=_cluster)
+
+    i = sub.add_parser("images", help="build the local node's images (pause, Debian, JupyterLab, Toolshare)",
+                       description="Build the images the local node runs, cached by content under "
+                                   "~/.cache/toolshare/images, and optionally import them into containerd "
+                                   "(docs/images.md). Needs root.")
+    i.add_argument("action", choices=["build"], help="build: build what the cache lacks, print each archive")
+    i.add_argument("--only", metavar="NAME", help="only this image (and its bases): pause, debian, python, "
+                                                  "jupyterlab or toolshare")
+    i.add_argument("--import-to", metavar="CONTAINERD_SOCKET",
+                   help="then import into this containerd (namespace k8s.io) what it lacks")
+    i.add_argument("--ctr", default=shutil.which("ctr") or "ctr", help="the ctr binary (default: ctr on PATH)")
+    i.set_defaults(func=_images)
 
     o = sub.add_parser("operator", help="run the operator in the foreground")
     o.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG, then ~/.kube/config)")
