@@ -8,7 +8,9 @@ import re
 import shutil
 import stat
 import tarfile
+import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,30 @@ def test_a_changed_input_rebuilds_the_image_and_those_built_on_it(builder, monke
 
     (builder / "pause.c").write_text("int main() { return 1; }\n")
     assert _all_keys()["pause"] != moved["pause"]
+
+
+def test_an_interrupted_build_leaves_nothing_cached_and_concurrent_builders_build_once(builder, monkeypatch):
+    monkeypatch.setattr(build.os, "geteuid", lambda: 0)
+    calls = []
+
+    def fake_build(self, image, staging, base):
+        calls.append(image.name)
+        (staging / build.ARCHIVE).write_bytes(b"half an archive")
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as a Ctrl-C in the middle of a build
+        time.sleep(0.3)  # long enough for the other builder to wait on the lock
+
+    monkeypatch.setattr(build.Builder, "_build", fake_build)
+    pause_image = catalog.BY_NAME["pause"]
+    with pytest.raises(KeyboardInterrupt):
+        build.ensure(["pause"], log=lambda _: None)
+    assert not [p.name for p in build.cache_root().iterdir() if p.is_dir()]  # no entry, no partial directory
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: build.ensure(["pause"], log=lambda _: None), range(2)))
+    assert calls == ["pause", "pause"] and results[0] == results[1]
+    entry = build.Builder(log=lambda _: None).entry(pause_image)
+    assert results[0] == {catalog.PAUSE: entry / build.ARCHIVE} and "pause.c" in (entry / "inputs.txt").read_text()
 
 
 def test_the_toolshare_image_key_follows_the_sources_not_their_caches(builder):
