@@ -15,7 +15,8 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-## binaries: build (once, cached under ~/.cache/toolshare) or locate etcd, kube-apiserver, kube-controller-manager, kubectl, oauth2-proxy, helm
+## binaries: build (once, cached under ~/.cache/toolshare) or locate etcd, kube-apiserver, kube-controller-manager, kubectl,
+## the node's kubelet, kube-proxy, kube-scheduler, containerd and kube-router, oauth2-proxy, helm
 binaries: venv
 	$(BIN)/toolshare cluster build
 	$(BIN)/python -m toolshare.local.oauth2proxy
@@ -30,8 +31,9 @@ images: venv deps
 sync crds: venv
 	$(BIN)/python -m toolshare.local.syncmanifests
 
-## deps: Debian packages the tests drive: nginx (auth_request), chromium (browser test), and what builds and
-## runs the images (debootstrap, buildah, runc, gcc for pause, ssh for the tool's SSH test); apt only when missing
+## deps: Debian packages the tests drive: nginx (auth_request), chromium (browser test), what builds and
+## runs the images (debootstrap, buildah, runc, gcc for pause, ssh for the tool's SSH test), and what the
+## node runs with (CNI plugins, iptables, ipset: docs/node.md); apt only when missing
 deps:
 	@missing=""; \
 	[ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
@@ -41,6 +43,9 @@ deps:
 	[ -x /usr/sbin/runc ] || missing="$$missing runc"; \
 	[ -x /usr/bin/gcc ] && [ -e /usr/include/stdio.h ] || missing="$$missing gcc libc6-dev"; \
 	[ -x /usr/bin/ssh ] || missing="$$missing openssh-client"; \
+	[ -x /usr/lib/cni/bridge ] || missing="$$missing containernetworking-plugins"; \
+	[ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
+	[ -x /usr/sbin/ipset ] || missing="$$missing ipset"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "installing$$missing with apt-get"; \

@@ -244,7 +244,7 @@ def test_control_plane_restarts_in_place(plane):
     assert after.pids["kube-controller-manager"] == before.pids["kube-controller-manager"]
     assert retrying(ts.get, "toolruns", "kept")["spec"]["owner"] == "alice"
     with pytest.raises(controlplane.ClusterError, match="unknown components"):
-        controlplane.restart(plane.directory, ("kubelet",))
+        controlplane.restart(plane.directory, ("kube-dns",))
 
 
 # --- on the session cluster: nothing destructive ------------------------------------------------

@@ -10,8 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.expected import converged
 from tests.support.metrics import delta, write_counts
-from tests.support.objects import Toolshare, runshare, toolrun
+from tests.support.objects import GROUP, VERSION, Toolshare, runshare, toolrun
 from tests.support.wait import wait_for
+from toolshare.local.images import catalog
 
 OURS = {"pods", "services", "ingresses", "networkpolicies", "toolruns", "runshares", "events"}
 N_RUNS = 20
@@ -51,9 +52,24 @@ def ts(cluster, namespace, operator):
     return Toolshare(cluster.client(), namespace)
 
 
+def serving(name: str, labels: dict) -> dict:
+    """A run whose tool really serves its endpoint on the node, so once Ready its Pod is still:
+    a tool that cannot start keeps the kubelet writing (back-off events, Pod status), and those
+    writes would be counted with the operator's."""
+    run = toolrun(name, labels=labels, endpoints=[{"name": "lab", "port": 8888, "protocol": "http"}])
+    run["spec"].update(image=catalog.PYTHON, command=["python3", "-m", "http.server", "8888"])
+    return run
+
+
+def tools_ready(ts) -> bool:
+    return all(any(c["type"] == "ToolReady" and c["status"] == "True"
+                   for c in (r.get("status") or {}).get("conditions") or [])
+               for r in ts.api.list_namespaced_custom_object(GROUP, VERSION, ts.ns, "toolruns")["items"])
+
+
 def test_idle_restart_and_share_change_write_budget(ts, cluster, operator):
     for i in range(N_RUNS):
-        ts.create(toolrun(f"run-{i}", labels={"formation": "a" if i % 2 else "b"}))
+        ts.create(serving(f"run-{i}", labels={"formation": "a" if i % 2 else "b"}))
     ts.create(runshare("to-bob", run="run-0", users=["bob"]))
     ts.create(runshare("formation-a", selector={"matchLabels": {"formation": "a"}}, groups=["lab"]))
     wait_for(lambda: ts.annotations("run-0").get("lab", {}).get("toolshare.dev/allowed-users") == "bob",
@@ -63,6 +79,7 @@ def test_idle_restart_and_share_change_write_budget(ts, cluster, operator):
                  what=f"run-{i} shared with lab")
     # Idle means every write done: every status, and the Shared events (posted after the shares'
     # statuses, while their runs are reconciled), not merely a quiet spell.
+    wait_for(lambda: tools_ready(ts), timeout=300, what="every run's tool serving on the node")
     converged(cluster.client(), ts.ns)
     for i in (0, *range(1, N_RUNS, 2)):
         wait_for(lambda: any(r == "Shared" for r, _ in ts.events(f"run-{i}")), what=f"Shared event on run-{i}")

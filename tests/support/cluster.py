@@ -75,7 +75,7 @@ def start() -> TestCluster:
     from toolshare.local.controlplane import cluster
 
     directory = Path(os.environ.get("TOOLSHARE_TEST_CLUSTER_DIR") or tempfile.mkdtemp(prefix="toolshare-test-"))
-    cluster.up(directory)
+    cluster.up(directory, node=True)  # tools run as Pods: the wire-level tests need them
     return TestCluster(directory / "kubeconfig", directory, local_dir=directory)
 
 
@@ -85,4 +85,10 @@ def stop(tc: TestCluster) -> None:
     if tc.local_dir is not None:
         from toolshare.local.controlplane import cluster
 
+        from toolshare.local.controlplane import node
+
+        had_node = node.Paths.of(tc.local_dir).root.exists()
         cluster.down(tc.local_dir)
+        if had_node:  # the machine-wide state is this cluster's to have taken away
+            left = node.leftovers(tc.local_dir)
+            assert not left, f"`cluster down` left on the machine: {left}"

@@ -355,6 +355,9 @@ def test_pod():
         "ports": [{"name": "jupyter", "containerPort": 8888, "protocol": "TCP"},
                   {"name": "ssh", "containerPort": 22, "protocol": "TCP"},
                   {"name": "tb", "containerPort": 6006, "protocol": "TCP"}],
+        # Ready once the first HTTP endpoint answers (ToolReady and Service endpoints wait for it).
+        "readinessProbe": {"tcpSocket": {"port": 8888}, "periodSeconds": 5, "timeoutSeconds": 2,
+                           "successThreshold": 1, "failureThreshold": 3},
     }
 
 

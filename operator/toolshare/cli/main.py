@@ -17,10 +17,14 @@ def _cluster(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "build":
+            from toolshare.local.controlplane import node
+
             found = binaries.ensure_binaries()
             print(found.directory)
+            for tool in (node.CONTAINERD, node.KUBE_ROUTER):  # the node's own modules
+                print(tool.ensure().parent)
         elif args.action == "up":
-            cluster.up(Path(args.dir))
+            cluster.up(Path(args.dir), node=args.node)
         elif args.action == "down":
             cluster.down(Path(args.dir))
         elif args.action == "status":
@@ -168,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "build: only build or locate the binaries")
     c.add_argument("--dir", default=DEFAULT_CLUSTER_DIR,
                    help=f"cluster directory (default {DEFAULT_CLUSTER_DIR}, or $TOOLSHARE_CLUSTER_DIR)")
+    c.add_argument("--no-node", dest="node", action="store_false",
+                   help="the control plane alone: no containerd, kubelet, kube-proxy or NetworkPolicy "
+                        "enforcer, so Pods are created but never run (needs no root)")
     c.set_defaults(func=_cluster)
 
     i = sub.add_parser("images", help="build the local node's images (pause, Debian, JupyterLab, Toolshare)",

@@ -110,7 +110,7 @@ def tool_path(bins: binmod.Binaries) -> str:
 
 def main(directory: Path) -> int:
     bins = binmod.ensure_binaries()
-    state = cluster.up(directory, bins)
+    state = cluster.up(directory, bins, node=True)  # alice's JupyterLab runs as a Pod on it
     kubeconfig = state.directory / "kubeconfig"
     install_crds(bins, kubeconfig)
     set_up_platform(bins, kubeconfig)

@@ -99,6 +99,13 @@ def server_block(ingress: dict, client: kubernetes.client.ApiClient, gate_addres
     location {path['path']} {{
       auth_request /_external-auth;
 {sets}      error_page 401 = @signin;
+      # As ingress-nginx proxies: HTTP/1.1 with websocket upgrades (Jupyter's kernels), and the
+      # client's Host, which a tool compares with the Origin of a websocket.
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $http_host;
+      proxy_read_timeout 3600s;
       proxy_pass http://{upstream};
     }}
   }}
@@ -127,6 +134,7 @@ events {{ worker_connections 64; }}
 http {{
   access_log {self.dir}/logs/access.log;
   server_names_hash_bucket_size 128;  # run hosts are up to 253 characters
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
   client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fastcgi;
   uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
   server {{ listen 127.0.0.1:{self.port} default_server; location = /healthz {{ return 200; }} location / {{ return 404; }} }}

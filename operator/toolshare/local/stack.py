@@ -1,7 +1,8 @@
-"""The sign-in path for `make run`: dev OIDC issuer, oauth2-proxy, the gate, a stand-in tool, nginx.
+"""The sign-in path for `make run`: dev OIDC issuer, oauth2-proxy, the gate, nginx.
 
 Started next to the operator by dev.main. nginx is configured once the operator has written
-the sample run's Ingress (a background thread waits for it), then the instructions are printed:
+the sample run's Ingress and its JupyterLab, a Pod on the local node, is ready behind the run's
+Service (a background thread waits for both), then the instructions are printed:
 how to get a token, the gate's decision, "Shared with me", and a curl reaching alice's run.
 
 Two files in the cluster directory let other terminals use the stack: access/issuer.json (0600:
@@ -24,7 +25,7 @@ import kubernetes
 
 from toolshare.local import services as devservices
 from toolshare.local.issuer import DevIssuer
-from toolshare.local.nginx import Nginx, endpoint_slice
+from toolshare.local.nginx import IngressError, Nginx, backend_address
 
 SAMPLE = ("lab", "alice-notebook", "lab")  # namespace, run, endpoint of examples/dev/alice
 
@@ -83,29 +84,33 @@ class AccessStack:
         self.issuer = DevIssuer.persistent(issuer_file(self.cluster_dir))
         proxy = devservices.oauth2_proxy(self.issuer.url, self.dir).start()
         gate = devservices.gate(self.kubeconfig, f"{proxy.url}/oauth2/auth", self.dir).start()
-        tool = devservices.standin_tool(SAMPLE[1], self.dir).start()
-        self.services = [proxy, gate, tool]
+        self.services = [proxy, gate]
         _write_urls(self.cluster_dir, {"gate": gate.url})
-        threading.Thread(target=self._when_ingress_exists, args=(gate, tool), daemon=True,
+        threading.Thread(target=self._when_ingress_exists, args=(gate,), daemon=True,
                          name="dev-ingress").start()
         return self
 
-    def _when_ingress_exists(self, gate, tool) -> None:
+    def _when_ingress_exists(self, gate) -> None:
         namespace, run, endpoint = SAMPLE
         client = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
         net = kubernetes.client.NetworkingV1Api(client)
         ingress = None
-        for _ in range(600):
+        deadline = time.monotonic() + 600  # a first JupyterLab start on a busy machine
+        while ingress is None and time.monotonic() < deadline:
             items = net.list_namespaced_ingress(
                 namespace, label_selector=f"toolshare.dev/run={run},toolshare.dev/endpoint={endpoint}").items
             if items:
                 ingress = client.sanitize_for_serialization(items[0])
-                break
-            time.sleep(0.2)
+                try:  # the tool is ready (its readiness probe) behind the run's Service
+                    backend_address(client, namespace, run, endpoint)
+                except IngressError:
+                    ingress = None
+            if ingress is None:
+                time.sleep(0.5)
         urls = {"gate": gate.url}
         no_nginx = ingress is None or shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists()
         if not no_nginx:
-            urls.update(self._start_nginx(client, ingress, gate, tool))
+            urls.update(self._start_nginx(client, ingress, gate))
             _write_urls(self.cluster_dir, urls)
         print("\nSign-in path (dev OIDC issuer -> oauth2-proxy -> gate):")
         print(f"  export TOOLSHARE_TOKEN=$(toolshare dev token bob{self.dir_flag})"
@@ -118,15 +123,8 @@ class AccessStack:
         print(f"Sharing, as alice:  KUBECONFIG={alice} kubectl toolshare share {run} --user carol -n {namespace}",
               flush=True)
 
-    def _start_nginx(self, client, ingress: dict, gate, tool) -> dict:
-        """nginx configured from the sample's Ingress, the stand-in tool behind its Service."""
-        namespace, run, endpoint = SAMPLE
-        try:
-            kubernetes.client.DiscoveryV1Api(client).create_namespaced_endpoint_slice(
-                namespace, endpoint_slice(namespace, run, endpoint, tool.port))
-        except kubernetes.client.ApiException as e:
-            if e.status != 409:
-                raise
+    def _start_nginx(self, client, ingress: dict, gate) -> dict:
+        """nginx configured from the sample's Ingress, in front of the JupyterLab Pod's address."""
         self.nginx = Nginx(self.dir / "nginx")
         self.nginx.configure([ingress], client, gate_address=urllib.parse.urlsplit(gate.url).netloc)
         self.nginx.start()

@@ -29,6 +29,13 @@ def render_pod(run: Mapping) -> dict:
     if ports:
         container["ports"] = [{"name": ep.name, "containerPort": ep.port, "protocol": "TCP"}
                               for ep in ports]
+    http = http_endpoints(run)
+    if http:
+        # Ready (so ToolReady, and the Service's endpoints) once the tool answers on its first
+        # HTTP port, not the moment its process starts: a sharee sent the link too early would
+        # get the router's 502.
+        container["readinessProbe"] = {"tcpSocket": {"port": http[0].port}, "periodSeconds": 5,
+                                       "timeoutSeconds": 2, "successThreshold": 1, "failureThreshold": 3}
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": child_metadata(run, name),

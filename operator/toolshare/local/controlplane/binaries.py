@@ -25,13 +25,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl",
+            "kube-scheduler", "kubelet", "kube-proxy")  # the last three: the node (local/node)
 
 # Go package that builds each binary. etcd's main package is the root of its server module.
 PACKAGES = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
 
@@ -40,6 +44,9 @@ VERSION_ARGS = {
     "kube-apiserver": ["--version"],
     "kube-controller-manager": ["--version"],
     "kubectl": ["version", "--client"],
+    "kube-scheduler": ["--version"],
+    "kubelet": ["--version"],
+    "kube-proxy": ["--version"],
     "etcd": ["--version"],
 }
 
@@ -134,7 +141,7 @@ _ALTERNATIVES = (f"set KUBEBUILDER_ASSETS to a directory holding {', '.join(BINA
 
 def build(module_dir: Path, target: Path, log=print, packages: dict[str, str] | None = None,
           version_args: dict[str, list[str]] | None = None, ldflags: str | None = None,
-          alternatives: str = _ALTERNATIVES) -> None:
+          alternatives: str = _ALTERNATIVES, cgo: bool = True) -> None:
     """Build every binary from the pinned module into `target`, atomically.
 
     The defaults build the control plane; other tools/<name> modules pass their own packages,
@@ -164,7 +171,7 @@ def build(module_dir: Path, target: Path, log=print, packages: dict[str, str] | 
                     "the first build takes several minutes")
             else:
                 log(f"building {', '.join(names)} from {module_dir}; the first build takes minutes")
-            env = {**os.environ, "GOFLAGS": "-mod=readonly"}
+            env = {**os.environ, "GOFLAGS": "-mod=readonly", **({} if cgo else {"CGO_ENABLED": "0"})}
             started = time.monotonic()
             for name in names:
                 cmd = [go, "build", "-trimpath", "-ldflags", ldflags,
@@ -224,6 +231,8 @@ class GoTool:
     ldflags: str  # format string; {version} is the pinned version
     override_env: str
     alternatives: str
+    also: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # more (binary, package, version args)
+    cgo: bool = True  # False: CGO_ENABLED=0, a static binary (containerd, kube-router)
 
     def module_dir(self) -> Path:
         for parent in Path(__file__).resolve().parents:
@@ -242,6 +251,14 @@ class GoTool:
     def cache_key(self, directory: Path) -> str:
         return f"{self.pinned_version(directory)}_{module_suffix(directory)}"
 
+    def cached(self) -> Path | None:
+        """The binary if it is already built (or overridden), never building it."""
+        override = os.environ.get(self.override_env)
+        if override:
+            return Path(override)
+        target = cache_base() / self.name / self.cache_key(self.module_dir())
+        return target / self.name if _complete(target, (self.name,)) else None
+
     def ensure(self, log=print) -> Path:
         """Path to the binary: $<override_env>, the cache, or a fresh build into the cache."""
         override = os.environ.get(self.override_env)
@@ -251,9 +268,11 @@ class GoTool:
             return Path(override)
         directory = self.module_dir()
         target = cache_base() / self.name / self.cache_key(directory)
-        if not _complete(target, (self.name,)):
-            build(directory, target, log=log, packages={self.name: self.package},
-                  version_args={self.name: list(self.version_args)},
+        packages = {self.name: self.package, **{name: pkg for name, pkg, _ in self.also}}
+        if not _complete(target, tuple(packages)):
+            build(directory, target, log=log, packages=packages,
+                  version_args={self.name: list(self.version_args),
+                                **{name: list(args) for name, _, args in self.also}},
                   ldflags=self.ldflags.format(version=self.pinned_version(directory)),
-                  alternatives=self.alternatives)
+                  alternatives=self.alternatives, cgo=self.cgo)
         return target / self.name

@@ -22,9 +22,13 @@ from pathlib import Path
 import yaml
 
 from toolshare import pki as pkimod
+from toolshare.local.controlplane import node as nodemod
 from toolshare.local.controlplane.binaries import Binaries, ensure_binaries
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+# In start order; `down` stops them in reverse. The last five are the node's (node.py).
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager",
+              "kube-scheduler", "containerd", "kubelet", "kube-proxy", "kube-router")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SERVICE_CIDR = "10.96.0.0/16"
 READY_TIMEOUT = 90.0
 
@@ -39,13 +43,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_time(pid: int) -> int | None:
-    """The kernel's start time of `pid` (None if gone or a zombie): with the pid, a process's identity."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
+_start_time = nodemod.start_time  # with the pid, a process's identity
 
 
 def _alive(pid: int, started: int | None) -> bool:
@@ -61,6 +59,7 @@ class State:
     binaries: str
     starts: dict[str, int | None] = field(default_factory=dict)
     argv: dict[str, list[str]] = field(default_factory=dict)
+    env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
@@ -73,20 +72,22 @@ class State:
             return None
         data = json.loads(path.read_text())
         return cls(directory, data["pids"], data["ports"], data["binaries"], data.get("starts", {}),
-                   data.get("argv", {}))
+                   data.get("argv", {}), data.get("env", {}))
 
     def save(self) -> None:
         tmp = self.directory / "state.json.tmp"
         tmp.write_text(json.dumps({"pids": self.pids, "starts": self.starts, "ports": self.ports,
-                                   "binaries": self.binaries, "argv": self.argv}))
+                                   "binaries": self.binaries, "argv": self.argv, "env": self.env}))
         os.replace(tmp, self.directory / "state.json")
 
     def running(self) -> dict[str, bool]:
         return {name: _alive(pid, self.starts.get(name)) for name, pid in self.pids.items()}
 
-    def launch(self, name: str, argv: list[str]) -> None:
-        pid = _start(name, argv, self.directory / "logs")
+    def launch(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        pid = _start(name, argv, self.directory / "logs", env)
         self.pids[name], self.starts[name], self.argv[name] = pid, _start_time(pid), list(argv)
+        if env:
+            self.env[name] = env
         self.save()
 
 
@@ -121,10 +122,10 @@ def _get(url: str, ca: Path, token: str | None, timeout: float = 2.0) -> tuple[i
         return 0, str(e)
 
 
-def _start(name: str, argv: list[str], logs: Path) -> int:
+def _start(name: str, argv: list[str], logs: Path, env: dict[str, str] | None = None) -> int:
     log = open(logs / f"{name}.log", "ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True)
+                            start_new_session=True, close_fds=True, env={**os.environ, **(env or {})})
     log.close()
     return proc.pid
 
@@ -148,11 +149,30 @@ def _ready_check(state: State, name: str, p: pkimod.ClusterPKI):
         return lambda: _get(f"http://127.0.0.1:{state.ports['etcd']}/health", None, None)[0] == 200
     if name == "kube-apiserver":
         return lambda: _get(f"{state.server}/readyz", p.ca_cert, p.tokens["admin"])[0] == 200
-    return lambda: _get(f"https://127.0.0.1:{state.ports['controller_manager']}/healthz", None, None)[0] == 200
+    if name == "kube-controller-manager":
+        return lambda: _get(f"https://127.0.0.1:{state.ports['controller_manager']}/healthz", None, None)[0] == 200
+    if name == "kube-scheduler":
+        return lambda: _get(f"https://127.0.0.1:{state.ports['scheduler']}/healthz", None, None)[0] == 200
+    if name == "containerd":
+        paths = nodemod.Paths.of(state.directory)
+        ctr = Path(state.argv["containerd"][0]).with_name("ctr")
+        return lambda: paths.containerd_socket.exists() and subprocess.run(
+            [str(ctr), "--address", str(paths.containerd_socket), "version"], capture_output=True).returncode == 0
+    port = {"kubelet": "kubelet_healthz", "kube-proxy": "kube_proxy_healthz", "kube-router": "kube_router_health"}[name]
+    return lambda: _get(f"http://127.0.0.1:{state.ports[port]}/healthz", None, None)[0] == 200
 
 
-def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
-    """Bring the control plane up in `directory` and return once /readyz answers ok."""
+def up(directory: Path, binaries: Binaries | None = None, log=print, node: bool = False,
+       images: tuple[str, ...] | None = None) -> State:
+    """Bring the control plane up in `directory` and return once /readyz answers ok; with `node`,
+    also the node (node.py) and only once it is Ready, untainted and its Services and NetworkPolicy
+    enforcement answer. `images`: what to import into the node (default: every image it uses)."""
+    if node and images is None:
+        from toolshare.local.images import catalog
+
+        # The tools' images; the Toolshare image (rebuilt on every change of operator/) is imported
+        # by what runs it (the Helm install test), not on every `up`.
+        images = (catalog.PAUSE, catalog.DEBIAN, catalog.PYTHON, catalog.JUPYTERLAB)
     directory = directory.resolve()
     existing = State.load(directory)
     if existing is not None:
@@ -164,14 +184,24 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
         # rather than half-use an etcd whose API server may have died mid-write.
         log(f"recovering stale cluster directory {directory} ({status}); restarting from clean data")
         down(directory, log=lambda *_: None)
+    node_ip = None
+    if node:
+        try:
+            nodemod.check_machine()
+            nodemod.claim(directory)  # refuses while another cluster's node runs on this machine
+        except nodemod.NodeError as e:
+            raise ClusterError(str(e)) from None
+        node_ip = nodemod.node_ip()
     binaries = binaries or ensure_binaries(log=log)
     started = time.monotonic()
     logs = directory / "logs"
     for sub in ("etcd", "logs"):
         shutil.rmtree(directory / sub, ignore_errors=True)
     logs.mkdir(parents=True)
-    p = pkimod.ensure_pki(directory / "pki")
-    ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager")}
+    p = pkimod.ensure_pki(directory / "pki", extra_ips=(node_ip,) if node_ip else ())
+    ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler",
+                                      "kubelet", "kubelet_healthz", "kube_proxy_healthz", "kube_proxy_metrics",
+                                      "kube_router_health")}
     state = State(directory, {}, ports, str(binaries.directory))
     state.save()  # before starting anything, so `down` can always find what it has to stop
 
@@ -188,21 +218,32 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
     ])
     _wait("etcd", _ready_check(state, "etcd", p), READY_TIMEOUT, state, logs)
 
+    if node_ip:
+        kubelet_key, kubelet_cert = pkimod.ensure_client_cert(directory / "pki", "apiserver-kubelet-client",
+                                                             nodemod.APISERVER_KUBELET_USER)
+        # Pods reach the API server through the `kubernetes` Service, whose endpoint is the node's
+        # address; the API server reaches kubelets (logs, exec) with its client certificate.
+        where = ["--bind-address=0.0.0.0", f"--advertise-address={node_ip}", "--endpoint-reconciler-type=lease",
+                 "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+                 f"--kubelet-client-certificate={kubelet_cert}", f"--kubelet-client-key={kubelet_key}",
+                 "--kubelet-preferred-address-types=InternalIP,Hostname"]
+    else:
+        where = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                 "--endpoint-reconciler-type=none",  # no node, no Service network
+                 "--authorization-mode=RBAC"]
     state.launch("kube-apiserver", [
         str(binaries.path("kube-apiserver")),
         f"--etcd-servers={etcd_url}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        *where,
         f"--secure-port={ports['apiserver']}",
         f"--tls-cert-file={p.serving_cert}", f"--tls-private-key-file={p.serving_key}",
         f"--client-ca-file={p.ca_cert}",
         f"--token-auth-file={p.token_file}",
-        "--authorization-mode=RBAC",
         f"--service-account-key-file={p.sa_pub}",
         f"--service-account-signing-key-file={p.sa_key}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--allow-privileged=true",
-        "--endpoint-reconciler-type=none",  # no kubelet or Service network here
         "--profiling=false",
     ])
     _wait("kube-apiserver /readyz", _ready_check(state, "kube-apiserver", p), READY_TIMEOUT, state, logs)
@@ -221,7 +262,10 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
         f"--root-ca-file={p.ca_cert}",
         "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,"
         "serviceaccount-token-controller,root-ca-certificate-publisher-controller,"
-        "clusterrole-aggregation-controller",  # fills admin/edit/view from aggregate-to-* roles
+        "clusterrole-aggregation-controller"  # fills admin/edit/view from aggregate-to-* roles
+        + (",node-lifecycle-controller,endpointslice-controller,endpointslice-mirroring-controller,"
+           "deployment-controller,replicaset-controller,pod-garbage-collector-controller,taint-eviction-controller"
+           if node_ip else ""),
         "--concurrent-gc-syncs=5",
     ])
     _wait("kube-controller-manager /healthz", _ready_check(state, "kube-controller-manager", p),
@@ -230,10 +274,64 @@ def up(directory: Path, binaries: Binaries | None = None, log=print) -> State:
     for ident in pkimod.IDENTITIES:
         name = "kubeconfig" if ident.name == "admin" else f"{ident.name}.kubeconfig"
         _write_kubeconfig(directory / name, kubeconfig(state.server, p.ca_cert, ident.name, p.tokens[ident.name]))
-    log(f"control plane up at {state.server} in {time.monotonic() - started:.1f}s")
+    if node_ip:
+        _start_node(state, binaries, p, node_ip, images, log)
+    log(f"control plane {'and node ' if node_ip else ''}up at {state.server} in {time.monotonic() - started:.1f}s")
     log(f"  admin:  export KUBECONFIG={directory / 'kubeconfig'}")
     log("  users:  " + " ".join(str(directory / f"{i.name}.kubeconfig") for i in pkimod.IDENTITIES if i.name != "admin"))
     return state
+
+
+def _start_node(state: State, binaries: Binaries, p: pkimod.ClusterPKI, node_ip: str, images, log) -> None:
+    directory, logs = state.directory, state.directory / "logs"
+    paths = nodemod.Paths.of(directory)
+    configs = {}
+    for ident in (pkimod.SCHEDULER, pkimod.KUBE_PROXY, pkimod.NODE, pkimod.KUBE_ROUTER):
+        configs[ident.name] = directory / "pki" / f"{ident.name.replace(':', '-')}.kubeconfig"
+        _write_kubeconfig(configs[ident.name], kubeconfig(state.server, p.ca_cert, ident.name, p.tokens[ident.name]))
+    applied = subprocess.run([str(binaries.path("kubectl")), f"--kubeconfig={directory / 'kubeconfig'}",
+                              "apply", "--server-side", "--field-manager=toolshare-node", "-f", "-"],
+                             input=nodemod.rbac_yaml(), capture_output=True, text=True)
+    if applied.returncode != 0:
+        raise ClusterError(f"applying the node's RBAC failed: {applied.stderr}")
+
+    state.launch("kube-scheduler", [
+        str(binaries.path("kube-scheduler")), f"--kubeconfig={configs[pkimod.SCHEDULER.name]}",
+        f"--authentication-kubeconfig={configs[pkimod.SCHEDULER.name]}",
+        f"--authorization-kubeconfig={configs[pkimod.SCHEDULER.name]}",
+        "--bind-address=127.0.0.1", f"--secure-port={state.ports['scheduler']}", "--leader-elect=false"])
+
+    nodemod.prepare(paths)
+    containerd = nodemod.CONTAINERD.ensure(log=log)
+    router = nodemod.KUBE_ROUTER.ensure(log=log)
+    path_env = {"PATH": f"{containerd.parent}:{SYSTEM_PATH}"}  # containerd finds its shim on PATH
+    state.launch("containerd", [str(containerd), f"--config={paths.containerd_config}"], env=path_env)
+    _wait("containerd", _ready_check(state, "containerd", p), READY_TIMEOUT, state, logs)
+    from toolshare.local.images.containerd import import_images  # built (once) and imported here
+
+    import_images(containerd.with_name("ctr"), paths.containerd_socket, images, log=log)
+
+    paths.kubelet_config.write_text(yaml.safe_dump(nodemod.kubelet_config(
+        paths, ca_file=p.ca_cert, port=state.ports["kubelet"], healthz_port=state.ports["kubelet_healthz"])))
+    state.launch("kubelet", [
+        str(binaries.path("kubelet")), f"--config={paths.kubelet_config}",
+        f"--kubeconfig={configs[pkimod.NODE.name]}", f"--hostname-override={nodemod.NODE_NAME}",
+        f"--node-ip={node_ip}", f"--root-dir={paths.kubelet_root}", "--v=1"], env={"PATH": SYSTEM_PATH})
+    paths.kube_proxy_config.write_text(yaml.safe_dump(nodemod.kube_proxy_config(
+        configs[pkimod.KUBE_PROXY.name], healthz_port=state.ports["kube_proxy_healthz"],
+        metrics_port=state.ports["kube_proxy_metrics"])))
+    state.launch("kube-proxy", [str(binaries.path("kube-proxy")), f"--config={paths.kube_proxy_config}"],
+                 env={"PATH": SYSTEM_PATH})
+    for name in ("kube-scheduler", "kubelet", "kube-proxy"):
+        _wait(name, _ready_check(state, name, p), READY_TIMEOUT, state, logs)
+    _wait("the node to be Ready and untainted", lambda: nodemod.node_ready(
+        _get(f"{state.server}/api/v1/nodes/{nodemod.NODE_NAME}", p.ca_cert, p.tokens["admin"])),
+        READY_TIMEOUT, state, logs)
+    # kube-router finds its Node at start: only once the kubelet has registered it.
+    state.launch("kube-router", nodemod.kube_router_argv(router, configs[pkimod.KUBE_ROUTER.name],
+                                                         state.ports["kube_router_health"]),
+                 env={"PATH": SYSTEM_PATH})
+    _wait("kube-router", _ready_check(state, "kube-router", p), READY_TIMEOUT, state, logs)
 
 
 def _stop(state: State, name: str, timeout: float) -> bool:
@@ -273,7 +371,7 @@ def restart(directory: Path, components=("kube-apiserver",), log=print, timeout:
             raise ClusterError(f"{name} has no recorded argv in {directory / 'state.json'}; run `down` and `up`")
         started = time.monotonic()
         _stop(state, name, timeout)
-        state.launch(name, argv)
+        state.launch(name, argv, state.env.get(name))
         _wait(f"{name} to come back", _ready_check(state, name, p), READY_TIMEOUT, state, directory / "logs")
         log(f"restarted {name} in {time.monotonic() - started:.1f}s")
     return state
@@ -286,8 +384,10 @@ def down(directory: Path, log=print, timeout: float = 15.0) -> list[str]:
     if state is None:
         log(f"no control plane recorded in {directory}")
         return []
-    # Reverse start order: the controller manager and API server go before their etcd.
+    # Reverse start order: the node before the control plane, the API server before its etcd.
     stopped = [name for name in reversed(COMPONENTS) if _stop(state, name, timeout)]
+    if nodemod.Paths.of(directory).root.exists():
+        nodemod.cleanup(directory, log=log, binaries_dir=Path(state.binaries))
     (directory / "state.json").unlink(missing_ok=True)
     log(f"stopped {', '.join(stopped) or 'nothing (no process was running)'} in {directory}")
     return stopped
