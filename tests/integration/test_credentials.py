@@ -1,46 +1,27 @@
 """The sharee's credentials stop at the gate: through a real nginx configured from the operator's
-Ingress, the tool (a stand-in that echoes every header it receives) sees who is calling, the
+Ingress, the tool (a Pod on the node that echoes every header it receives) sees who is calling, the
 caller's own cookies, and nothing that signs anyone in: replaying all of it opens nothing."""
 
 from __future__ import annotations
 
 import json
-import urllib.parse
-
-import kubernetes
-import pytest
 
 from tests.support.auth import get
-from tests.support.objects import Toolshare, runshare, toolrun
+from tests.support.objects import Toolshare, runshare
+from tests.support.tools import echo_run, proxied
 from tests.support.wait import wait_for
-from toolshare.local import services as devservices
-from toolshare.local.nginx import Nginx, endpoint_slice
 
 SIGN_IN_COOKIES = "_oauth2_proxy=c2Vzc2lvbg; _oauth2_proxy_1=c3BsaXQ; _oauth2_proxy_csrf=Y3NyZg"
 
 
-@pytest.fixture
-def echo(tmp_path):
-    svc = devservices.standin_tool("echo", tmp_path).start()
-    yield svc
-    svc.stop()
-
-
-def test_the_tool_never_sees_the_callers_credentials(operator, gate, issuer, cluster, namespace, echo, tmp_path):
+def test_the_tool_never_sees_the_callers_credentials(operator, gate, issuer, cluster, namespace, tmp_path):
     client = cluster.client()
     ts = Toolshare(client, namespace)
-    ts.create(toolrun("web"))
-    ts.create(toolrun("other"))
+    ts.create(echo_run("web", "echo"))
+    ts.create(echo_run("other", "echo"))
     ts.create(runshare("bob-in", run="web", users=["bob"]))
     ts.create(runshare("bob-other", run="other", users=["bob"]))
-    ingress = wait_for(lambda: ts.ingresses("web").get("lab"), what="the lab Ingress")
-    kubernetes.client.DiscoveryV1Api(client).create_namespaced_endpoint_slice(
-        namespace, endpoint_slice(namespace, "web", "lab", echo.port))
-    nginx = Nginx(tmp_path / "nginx")
-    nginx.configure([ingress], client, gate_address=urllib.parse.urlsplit(gate.url).netloc)
-    nginx.start()
-    try:
-        host = ingress["spec"]["rules"][0]["host"]
+    with proxied(ts, client, gate.url, "web", tmp_path) as (nginx, host):
         url = f"http://127.0.0.1:{nginx.port}/lab/tree?echo=headers"
         token = issuer.token("bob")
         sent = {"Host": host, "Cookie": f"{SIGN_IN_COOKIES}; theme=dark; _xsrf=2|abc"}
@@ -59,5 +40,3 @@ def test_the_tool_never_sees_the_callers_credentials(operator, gate, issuer, clu
         replay = {k: v for k, v in json.loads(body) if k.lower() not in ("host", "content-length")}
         assert get(f"{gate.url}/check/{namespace}/other/lab", None, replay)[0] == 401
         assert get(url, None, {**replay, "Host": host})[0] == 302  # sent to sign in
-    finally:
-        nginx.stop()

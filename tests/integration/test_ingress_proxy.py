@@ -1,47 +1,25 @@
 """Through a real reverse proxy: nginx configured from the operator's Ingress, asking the gate.
 
 The request goes to the run's host on nginx; nginx's auth_request calls the Ingress's auth-url
-(the gate, which asks oauth2-proxy), and either forwards to the tool (a stand-in process reached
-through an EndpointSlice the test creates, since no kubelet runs here) or refuses. Sharing and
+(the gate, which asks oauth2-proxy), and either forwards to the tool (a Pod on the node, reached at
+the address its EndpointSlice lists) or refuses. Sharing and
 unsharing change the answer with no change to the nginx configuration and no reload.
 """
 
 from __future__ import annotations
 
-import urllib.parse
-
-import kubernetes
-import pytest
-
 from tests.support.auth import get
-from tests.support.objects import Toolshare, runshare, toolrun
+from tests.support.objects import Toolshare, runshare
+from tests.support.tools import echo_run, proxied
 from tests.support.wait import wait_for
-from toolshare.local import services as devservices
-from toolshare.local.nginx import Nginx, endpoint_slice
-
-
-@pytest.fixture
-def standin(tmp_path):
-    svc = devservices.standin_tool("notebook", tmp_path).start()
-    yield svc
-    svc.stop()
 
 
 def test_nginx_with_the_ingress_auth_annotations_lets_in_exactly_who_the_gate_allows(
-        operator, gate, issuer, cluster, namespace, standin, tmp_path):
+        operator, gate, issuer, cluster, namespace, tmp_path):
     client = cluster.client()
     ts = Toolshare(client, namespace)
-    ts.create(toolrun("web"))
-    ingress = wait_for(lambda: ts.ingresses("web").get("lab"), what="the lab Ingress")
-    kubernetes.client.DiscoveryV1Api(client).create_namespaced_endpoint_slice(
-        namespace, endpoint_slice(namespace, "web", "lab", standin.port))
-
-    nginx = Nginx(tmp_path / "nginx")
-    nginx.configure([ingress], client, gate_address=urllib.parse.urlsplit(gate.url).netloc)
-    nginx.start()
-    try:
-        host = ingress["spec"]["rules"][0]["host"]
-
+    ts.create(echo_run("web", "notebook"))
+    with proxied(ts, client, gate.url, "web", tmp_path) as (nginx, host):
         def visit(person, extra=None, path="/lab/tree"):
             headers = {"Host": host, **(extra or {})}
             return get(f"http://127.0.0.1:{nginx.port}{path}", issuer.token(person) if person else None, headers)
@@ -62,5 +40,3 @@ def test_nginx_with_the_ingress_auth_annotations_lets_in_exactly_who_the_gate_al
         ts.delete("runshares", "bob-in")
         wait_for(lambda: visit("bob")[0] == 403, what="bob refused after the unshare")
         assert visit("alice")[0] == 200
-    finally:
-        nginx.stop()

@@ -129,7 +129,7 @@ def main(directory: Path) -> int:
     from toolshare.local.stack import AccessStack
     from toolshare.manager import run_operator
 
-    # oauth2-proxy, the gate, a stand-in tool and nginx; prints how to reach the sample.
+    # oauth2-proxy, the gate and nginx; prints how to reach the sample.
     access = AccessStack(state.directory, kubeconfig, command_dir(directory)).start()
     try:
         run_operator()

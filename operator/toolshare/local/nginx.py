@@ -9,9 +9,10 @@ EndpointSlices from the API server and writes the nginx configuration ingress-ng
 the external-auth annotations: `auth_request` to auth-url, 401 -> redirect to auth-signin, the
 auth-response-headers copied from the gate's answer onto the upstream request.
 
-No kubelet and no cluster DNS run here, so two names are resolved by hand: the gate Service's
-host in auth-url is mapped to the local gate (`gate_address`), and the backend is the address and
-port the EndpointSlice lists for the Service port the Ingress names.
+No cluster DNS runs here and nginx runs on the host, so two names are resolved by hand: the gate
+Service's host in auth-url is mapped to the local gate (`gate_address`), and the backend is the Pod
+address and port the EndpointSlice lists for the Service port the Ingress names (the host reaches
+Pods on the node's bridge). The real ingress controller in front of the node is issue 14's.
 """
 
 from __future__ import annotations
@@ -34,17 +35,6 @@ class IngressError(RuntimeError):
     pass
 
 
-def endpoint_slice(namespace: str, service: str, port_name: str, port: int) -> dict:
-    """An EndpointSlice putting a local process behind the Service (no kubelet makes one here)."""
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{service}-local", "namespace": namespace,
-                         "labels": {"kubernetes.io/service-name": service}},
-            # The API server refuses loopback IPs here; an FQDN under .localhost is loopback (RFC 6761).
-            "addressType": "FQDN",
-            "endpoints": [{"addresses": [f"{service}.localhost"], "conditions": {"ready": True}}],
-            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]}
-
-
 def backend_address(client: kubernetes.client.ApiClient, namespace: str, service: str, port_name: str) -> str:
     """host:port of the first ready endpoint for the Service port, from its EndpointSlices."""
     slices = kubernetes.client.DiscoveryV1Api(client).list_namespaced_endpoint_slice(
@@ -53,10 +43,7 @@ def backend_address(client: kubernetes.client.ApiClient, namespace: str, service
         port = next((p.port for p in sl.ports or [] if p.name == port_name), None)
         for ep in sl.endpoints or []:
             if port and (ep.conditions is None or ep.conditions.ready is not False):
-                # Loopback IPs are refused in EndpointSlices, so the stand-in is listed by an FQDN
-                # under .localhost, which always means the loopback address (RFC 6761).
-                address = "127.0.0.1" if ep.addresses[0].endswith(".localhost") else ep.addresses[0]
-                return f"{address}:{port}"
+                return f"{ep.addresses[0]}:{port}"  # the Pod's address on the node's bridge
     raise IngressError(f"no ready endpoint for {namespace}/{service} port {port_name}")
 
 

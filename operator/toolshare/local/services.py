@@ -1,4 +1,4 @@
-"""Local processes around the control plane: oauth2-proxy, the gate, a stand-in tool.
+"""Local processes around the control plane: oauth2-proxy and the gate.
 
 `make run` and the integration tests start them the same way: each its own process (own session,
 log file), ready once its health URL answers, stopped by its process group.
@@ -89,13 +89,4 @@ def gate(kubeconfig: Path, auth_url: str, log_dir: Path, port: int = 0, signin_u
     svc = Service("gate", argv, f"http://127.0.0.1:{ops}/readyz", log_dir / f"gate-{port}.log", env=env)
     svc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     svc.ops_url = f"http://127.0.0.1:{ops}"  # type: ignore[attr-defined]
-    return svc
-
-
-def standin_tool(name: str, log_dir: Path, port: int = 0) -> Service:
-    port = port or free_port()
-    argv = [sys.executable, "-m", "toolshare.local.standin", "--port", str(port), "--name", name]
-    svc = Service(f"standin-{name}", argv, f"http://127.0.0.1:{port}/healthz", log_dir / f"standin-{name}.log")
-    svc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-    svc.port = port  # type: ignore[attr-defined]
     return svc
