@@ -9,6 +9,7 @@ unshares, a new page load is refused.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 from playwright.sync_api import expect, sync_playwright
@@ -58,9 +59,11 @@ def test_bob_runs_a_cell_in_alices_shared_jupyterlab_until_she_unshares(
                 page = context.new_page()
                 response = page.goto(url, timeout=START * 1000)
                 assert response is not None and response.status == 200
-                # A notebook on the Python kernel, from JupyterLab's launcher.
+                # A notebook on the Python kernel, from JupyterLab's launcher; then the status bar
+                # says the kernel is connected and idle (before that, a cell run is lost, and the
+                # notebook's own indicator already reads idle).
                 page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=START * 1000)
-                expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_visible(
+                expect(page.get_by_role("button", name=re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
                     timeout=START * 1000)
                 cell = page.locator(".jp-Notebook .jp-CodeCell").first
                 cell.locator(".cm-content").click()
