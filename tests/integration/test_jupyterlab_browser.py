@@ -16,6 +16,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.support.auth import matrix
 from tests.support.objects import Toolshare, runshare, toolrun
+from tests.support.tools import tool_ready
 from tests.support.wait import wait_for
 from toolshare.local.images import catalog
 from toolshare.local.nginx import Nginx
@@ -24,12 +25,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 START = 300.0  # a cold JupyterLab start and first page on a loaded 2-core machine
-
-
-def _tool_ready(ts: Toolshare, name: str):
-    run = ts.get("toolruns", name) or {}
-    cond = next((c for c in (run.get("status") or {}).get("conditions") or [] if c["type"] == "ToolReady"), {})
-    return run if cond.get("status") == "True" else None
 
 
 def test_bob_runs_a_cell_in_alices_shared_jupyterlab_until_she_unshares(
@@ -43,7 +38,7 @@ def test_bob_runs_a_cell_in_alices_shared_jupyterlab_until_she_unshares(
     ts.create(run)
     ts.create(runshare("lab-bob", run="lab", users=["bob"]))
     wait_for(lambda: matrix(gate.url, issuer, namespace, "lab", "lab", ("bob",)) == (202,), what="lab shared with bob")
-    wait_for(lambda: _tool_ready(ts, "lab"), timeout=START, what="JupyterLab ready on the node")
+    wait_for(lambda: tool_ready(ts, "lab"), timeout=START, what="JupyterLab ready on the node")
     ingress = wait_for(lambda: ts.ingresses("lab").get("lab"), what="the lab Ingress")
 
     nginx = Nginx(tmp_path / "nginx")
