@@ -1,38 +1,49 @@
-"""`helm install` for real, on a control plane of its own (the session cluster's webhook
-configurations belong to the session operator; this one belongs to the chart).
+"""`helm install` for real.
 
-No kubelet runs pods here, so the chart's operator and gate run as local processes with exactly
-what the installed Deployments say (args, env) and the chart's service-account tokens. The chart
-is installed with `webhooks.url` pointing at the local operator: the API server then calls it with
-the chart's own configurations and Helm-made certificate (the Secret, mounted into the pod in a
-cluster, is copied to a directory here). Webhooks stay on, so admission is part of what is proved.
+The product as Pods (`test_the_chart_runs_the_product_as_pods`, on the session cluster and its
+node): the chart's operator and gate run from the Toolshare image built here, the API server calls
+the admission webhooks in the operator Pod through the chart's Service, and a run is shared end to
+end through nginx and the gate Pods. For this module the session's operator (a local process)
+hands the cluster over to the release, and takes it back afterwards.
+
+On a control plane of their own (no node, nothing of the session's in the way): the chart's CRDs
+are installed and kept on uninstall, and the kustomize base's operator, run as its Deployment says,
+writes Service-referencing webhook configurations.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import kubernetes
 import pytest
 
-from tests.support import cluster as support, helm as h
-from tests.support.install import wait_for_principals_policy
+from tests.support import cluster as support, helm as h, rbac
+from tests.support.auth import get
+from tests.support.install import wait_for_principals_policy, webhook_port
 from tests.support.objects import GROUP, VERSION, Toolshare, runshare, toolrun
+from tests.support.operator_process import WEBHOOK_CONFIG, wait_for_webhooks
 from tests.support.rbac import bind_edit, service_account_kubeconfig
+from tests.support.tools import echo_run, proxied
 from tests.support.wait import wait_for
 from toolshare.local import services as devservices
-from toolshare.local.controlplane import cluster as controlplane
+from toolshare.local.controlplane import cluster as controlplane, node as nodemod
 from toolshare.local.controlplane.binaries import ensure_binaries
 from toolshare.local.controlplane.cluster import free_port
+from toolshare.local.images import catalog
 
-NS, RELEASE = "toolshare-system", "toolshare"
-INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
+NS = "toolshare-system"  # the kustomize base's namespace, and the own cluster's release
+# The release the node runs: named so that its objects (helm-toolshare-*) sit beside the session's
+# toolshare-* ones; only the user ClusterRoles (toolshare-edit, toolshare-view) are shared names.
+POD_RELEASE, POD_NS = "helm", "toolshare-helm"
+FULLNAME = "helm-toolshare"
+USER_ROLES = ("toolshare-edit", "toolshare-view")
 
 
 @pytest.fixture(scope="module")
@@ -44,60 +55,185 @@ def own_cluster():
     support.stop(tc)
 
 
+def chart_image(cluster) -> dict[str, str]:
+    """The image values: the Toolshare image built here and imported into the node (no registry, so
+    pullPolicy Never), or on another cluster TOOLSHARE_TEST_IMAGE, which that cluster can pull."""
+    given = os.environ.get("TOOLSHARE_TEST_IMAGE")
+    if given:
+        repository, tag = given.rsplit(":", 1)
+        return {"image.repository": repository, "image.tag": tag, "image.pullPolicy": "IfNotPresent"}
+    if cluster.local_dir is None:
+        raise RuntimeError("TOOLSHARE_TEST_IMAGE must name a Toolshare image the cluster can pull (build it "
+                           "from the Dockerfile, or `toolshare images build --only toolshare` for an archive "
+                           "to load into kind or k3d)")
+    controlplane.import_images(cluster.local_dir, (catalog.TOOLSHARE,))
+    repository, tag = catalog.TOOLSHARE.rsplit(":", 1)
+    return {"image.repository": repository, "image.tag": tag, "image.pullPolicy": "Never"}
+
+
+@pytest.fixture(scope="module")
+def handed_over(cluster, operator):
+    """The cluster without the session's operator: it stops, its webhook configurations go (they
+    would refuse every write with nobody serving them), and the user ClusterRoles applied from
+    manifests/rbac make way for the release's. Afterwards all three come back as they were."""
+    adm = kubernetes.client.AdmissionregistrationV1Api(cluster.client())
+    roles = kubernetes.client.RbacAuthorizationV1Api(cluster.client())
+    operator.stop()
+    for name in USER_ROLES:
+        _delete(roles.delete_cluster_role, name)
+    _delete(adm.delete_validating_webhook_configuration, WEBHOOK_CONFIG)
+    _delete(adm.delete_mutating_webhook_configuration, WEBHOOK_CONFIG)
+    try:
+        yield
+    finally:
+        rbac.install(ensure_binaries(), cluster)
+        operator.start()
+        wait_for_webhooks(cluster, webhook_port(operator), operator)
+        wait_for_principals_policy(cluster)
+
+
+def _rolled_out(deployment, replicas: int) -> bool:
+    st = deployment.status
+    return (st.observed_generation == deployment.metadata.generation and deployment.spec.replicas == replicas
+            and st.updated_replicas == st.ready_replicas == st.replicas == replicas)
+
+
+def _delete(delete, name: str) -> None:
+    try:
+        delete(name)
+    except kubernetes.client.ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def test_the_chart_runs_the_product_as_pods(cluster, handed_over, issuer, namespace, tmp_path):
+    # The gate Pods ask oauth2-proxy who is calling: one listening where Pods reach this machine.
+    address = os.environ.get("TOOLSHARE_TEST_HOST_ADDRESS") or nodemod.node_ip()
+    proxy = devservices.oauth2_proxy(issuer.url, tmp_path, host=address).start()
+    values = {**chart_image(cluster), "crds.enabled": "false",  # the session's, from crds/
+              "gate.replicas": "2", "gate.oauth2ProxyUrl": f"{proxy.url}/oauth2/auth"}
+    kubeconfig = cluster.kubeconfig()
+    core, apps = kubernetes.client.CoreV1Api(cluster.client()), kubernetes.client.AppsV1Api(cluster.client())
+    try:
+        # --wait: both Deployments available, so the operator Pod serves its webhooks and each gate
+        # Pod's /readyz (its watches in sync) answers.
+        h.helm("install", POD_RELEASE, str(h.CHART), "-n", POD_NS, "--create-namespace", *h.set_args(values),
+               "--wait", "--timeout", "6m", kubeconfig=kubeconfig)
+        expected = sorted(f"{d['kind']}/{d['metadata']['name']}"
+                          for d in h.template(values, release=POD_RELEASE, namespace=POD_NS)[1])
+        assert _release_objects(cluster, POD_RELEASE) == expected
+        pods = core.list_namespaced_pod(POD_NS, label_selector=f"app.kubernetes.io/instance={POD_RELEASE}").items
+        assert sorted(p.metadata.labels["app.kubernetes.io/component"] for p in pods) == ["gate", "gate", "operator"]
+        for pod in pods:
+            assert pod.status.phase == "Running" and pod.spec.containers[0].image == f"{values['image.repository']}:{values['image.tag']}"
+        adm = kubernetes.client.AdmissionregistrationV1Api(cluster.client())
+        for config in (adm.read_validating_webhook_configuration(f"{FULLNAME}-admission"),
+                       adm.read_mutating_webhook_configuration(f"{FULLNAME}-admission")):
+            for w in config.webhooks:
+                assert (w.client_config.service.namespace, w.client_config.service.name) == (POD_NS, f"{FULLNAME}-webhook")
+                assert not w.client_config.url
+
+        bind_edit(cluster, namespace, users=["alice", "carol"])
+        alice = Toolshare(cluster.client("alice"), namespace)
+        run = echo_run("notebook")
+        del run["spec"]["owner"]
+        # The owner is filled in by the mutating webhook, served by the operator Pod.
+        assert alice.create(run)["spec"]["owner"] == "alice"
+        # carol, who may edit the namespace, may not name alice as an owner.
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            Toolshare(cluster.client("carol"), namespace).create(echo_run("forged", owner="alice"))
+        assert refused.value.status in (400, 403, 422) and "owner" in refused.value.body
+
+        admin = Toolshare(cluster.client(), namespace)
+        gate_ip = core.read_namespaced_service(f"{FULLNAME}-gate", POD_NS).spec.cluster_ip
+        with proxied(admin, cluster.client(), f"http://{gate_ip}:8080", "notebook", tmp_path) as (nginx, host):
+            def visit(person):
+                return get(f"http://127.0.0.1:{nginx.port}/lab/tree", issuer.token(person),
+                           {"Host": host})[:3:2]
+
+            wait_for(lambda: visit("alice")[0] == 200, what="alice through nginx and the gate Pods")
+            assert visit("alice")[1] == "hello from notebook to alice at /lab/tree\n"
+            assert visit("bob")[0] == 403 and visit("carol")[0] == 403
+            alice.create(runshare("notebook-for-bob", run="notebook", users=["bob"]))
+            wait_for(lambda: visit("bob")[0] == 200, what="bob let in by the gate Pods after the share")
+            assert visit("carol")[0] == 403
+            alice.delete("runshares", "notebook-for-bob")
+            wait_for(lambda: visit("bob")[0] == 403, what="bob refused after the unshare")
+
+        # helm upgrade: the Deployments roll, and the new operator Pod renders with the new values.
+        h.helm("upgrade", POD_RELEASE, str(h.CHART), "-n", POD_NS, "--reuse-values", "--wait", "--timeout", "6m",
+               *h.set_args({"gate.replicas": "3", "config.baseDomain": "apps.example.org"}), kubeconfig=kubeconfig)
+        wait_for(lambda: _rolled_out(apps.read_namespaced_deployment(f"{FULLNAME}-gate", POD_NS), 3),
+                 what="the gate rolled out with 3 replicas")
+        wait_for(lambda: (admin.ingresses("notebook").get("lab") or {}).get("spec", {}).get("rules", [{}])[0]
+                 .get("host", "").endswith(".apps.example.org"), timeout=60, what="the Ingress on the new base domain")
+    finally:
+        uninstalled = h.helm("uninstall", POD_RELEASE, "-n", POD_NS, "--wait", kubeconfig=kubeconfig, check=False)
+        proxy.stop()
+        _delete(core.delete_namespace, POD_NS)
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    assert _release_objects(cluster, POD_RELEASE) == []
+    assert admin.get("toolruns", "notebook") is not None  # the release goes; what users made stays
+
+
+def test_the_chart_installs_the_crds_and_keeps_them_on_uninstall(own_cluster):
+    tc = own_cluster
+    values = {"webhooks.enabled": "false"}  # nobody serves them on this control plane
+    h.helm("install", "toolshare", str(h.CHART), "-n", NS, "--create-namespace", *h.set_args(values),
+           kubeconfig=tc.kubeconfig())
+    docs = h.template(values)[1]
+    assert _release_objects(tc, "toolshare") == sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs
+                                                      if d["kind"] != "CustomResourceDefinition")
+    ext = kubernetes.client.ApiextensionsV1Api(tc.client())
+    crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
+    assert crds == {"toolruns.toolshare.dev", "runshares.toolshare.dev", "imageshares.toolshare.dev"}
+    wait_for(lambda: all(any(c.type == "Established" and c.status == "True"
+                             for c in ext.read_custom_resource_definition(n).status.conditions or []) for n in crds),
+             what="the chart's CRDs Established")
+    kubernetes.client.CoreV1Api(tc.client()).create_namespace({"metadata": {"name": "lab"}})
+    api = kubernetes.client.CustomObjectsApi(tc.client())
+    wait_for(lambda: _created(api, toolrun("notebook")), what="a ToolRun accepted by the chart's CRD")
+
+    h.helm("uninstall", "toolshare", "-n", NS, "--wait", kubeconfig=tc.kubeconfig())
+    assert _release_objects(tc, "toolshare") == []
+    assert {c.metadata.name for c in ext.list_custom_resource_definition().items} == crds  # crds.keep
+    runs = api.list_namespaced_custom_object(GROUP, VERSION, "lab", "toolruns")
+    assert [r["metadata"]["name"] for r in runs["items"]] == ["notebook"]
+
+
+def _created(api, obj: dict) -> bool:
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, "lab", "toolruns", obj)
+        return True
+    except kubernetes.client.ApiException as e:
+        if e.status in (404, 503):  # Established, not yet served
+            return False
+        raise
+
+
 class Installed:
-    """The release's operator and gate as local processes, configured from the live Deployments."""
+    """The kustomize base's operator as a local process, configured from its live Deployment."""
 
     def __init__(self, tc: support.TestCluster, work: Path, webhook_port: int):
         self.tc, self.work, self.webhook_port = tc, work, webhook_port
         self.apps = kubernetes.client.AppsV1Api(tc.client())
-        self.core = kubernetes.client.CoreV1Api(tc.client())
         self.procs: list[devservices.Service] = []
 
-    def container(self, component: str):
-        return self.apps.read_namespaced_deployment(f"{RELEASE}-{component}", NS).spec.template.spec.containers[0]
-
-    def _certs(self) -> Path:
-        directory = self.work / "webhook-tls"
-        directory.mkdir(exist_ok=True)
-        for key, value in self.core.read_namespaced_secret(f"{RELEASE}-webhook-tls", NS).data.items():
-            (directory / key).write_bytes(base64.b64decode(value))
-        return directory
-
-    def _argv(self, component: str, replace: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-        c = self.container(component)
+    def start_operator(self) -> devservices.Service:
+        c = self.apps.read_namespaced_deployment("toolshare-operator", NS).spec.template.spec.containers[0]
+        health = free_port()
+        replace = {"--liveness": f"--liveness=http://127.0.0.1:{health}/healthz",
+                   "--metrics-port": f"--metrics-port={free_port()}",
+                   "--webhook-listen": f"--webhook-listen=127.0.0.1:{self.webhook_port}",
+                   "--webhook-cert-dir": f"--webhook-cert-dir={self.work / 'webhook-tls'}"}
         args = [replace.get(a.split("=", 1)[0], a) for a in c.args]
         env = {e.name: e.value or "" for e in c.env or []}
-        sa = self.work / f"{component}.kubeconfig"
-        service_account_kubeconfig(self.tc, NS, f"{RELEASE}-{component}", sa)
-        return [sys.executable, "-m", "toolshare.cli.main", *c.command[1:], *args, "--kubeconfig", str(sa)], env
-
-    def start_operator(self) -> devservices.Service:
-        health = free_port()
-        self.metrics_port = free_port()
-        provided = "--webhook-certs=provided" in self.container("operator").args  # else it makes its own
-        cert_dir = self._certs() if provided else self.work / "webhook-tls"
-        argv, env = self._argv("operator", {
-            "--liveness": f"--liveness=http://127.0.0.1:{health}/healthz",
-            "--metrics-port": f"--metrics-port={self.metrics_port}",
-            "--webhook-listen": f"--webhook-listen=127.0.0.1:{self.webhook_port}",
-            "--webhook-cert-dir": f"--webhook-cert-dir={cert_dir}"})
+        sa = service_account_kubeconfig(self.tc, NS, "toolshare-operator", self.work / "operator.kubeconfig")
+        argv = [sys.executable, "-m", "toolshare.cli.main", *c.command[1:], *args, "--kubeconfig", str(sa)]
         svc = devservices.Service("operator", argv, f"http://127.0.0.1:{health}/healthz",
                                   self.work / "operator.log", env=env).start()
         self.procs.append(svc)
-        # Live (kopf's probe) comes before the webhook server listens; the chart's configurations
-        # already point at it, so a write before then is refused.
         wait_for(lambda: _listening(self.webhook_port), timeout=60, what="the operator's webhook server")
-        return svc
-
-    def start_gate(self) -> devservices.Service:
-        port, ops = free_port(), free_port()
-        argv, env = self._argv("gate", {"--listen": f"--listen=127.0.0.1:{port}",
-                                        "--ops-listen": f"--ops-listen=127.0.0.1:{ops}"})
-        svc = devservices.Service("gate", argv, f"http://127.0.0.1:{ops}/readyz", self.work / "gate.log",
-                                  env=env).start()
-        svc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-        svc.ops_url = f"http://127.0.0.1:{ops}"  # type: ignore[attr-defined]
-        self.procs.append(svc)
         return svc
 
     def stop(self) -> None:
@@ -114,7 +250,7 @@ def _listening(port: int) -> bool:
         return False
 
 
-def _release_objects(tc) -> list[str]:
+def _release_objects(tc, release: str) -> list[str]:
     """Every object labelled with the release, in the kinds the chart makes (namespaced and not)."""
     core, apps = kubernetes.client.CoreV1Api(tc.client()), kubernetes.client.AppsV1Api(tc.client())
     rbac, adm = kubernetes.client.RbacAuthorizationV1Api(tc.client()), kubernetes.client.AdmissionregistrationV1Api(tc.client())
@@ -132,75 +268,7 @@ def _release_objects(tc) -> list[str]:
         "MutatingAdmissionPolicy": adm.list_mutating_admission_policy,
         "MutatingAdmissionPolicyBinding": adm.list_mutating_admission_policy_binding,
     }
-    return sorted(f"{kind}/{o.metadata.name}" for kind, fn in lists.items() for o in fn(label_selector=INSTANCE).items)
-
-
-def test_install_reconcile_upgrade_uninstall(own_cluster, tmp_path):
-    tc = own_cluster
-    port = free_port()
-    values = {"webhooks.url": f"https://127.0.0.1:{port}", "gate.replicas": "2",
-              "policy.trustedAppliers[0]": "group:gitops"}
-    h.helm("install", RELEASE, str(h.CHART), "-n", NS, "--create-namespace", *h.set_args(values),
-           kubeconfig=tc.kubeconfig())
-    expected = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in h.template(values)[1]
-                      if d["kind"] != "CustomResourceDefinition")
-    assert _release_objects(tc) == expected
-
-    installed = Installed(tc, tmp_path, port)
-    try:
-        installed.start_operator()
-        # Installed together with its CRD, the principals policy acts (and RunShares are served to
-        # it) a few seconds later; until then a RunShare write is answered 503, as for any new CRD.
-        wait_for_principals_policy(tc)
-        kubernetes.client.CoreV1Api(tc.client()).create_namespace({"metadata": {"name": "lab"}})
-        bind_edit(tc, "lab", users=["alice"])
-        alice = Toolshare(tc.client("alice"), "lab")
-        run = toolrun("notebook")
-        del run["spec"]["owner"]
-        created = alice.create(run)
-        assert created["spec"]["owner"] == "alice"  # the chart's mutating webhook, served by the operator
-        alice.create(runshare("notebook-for-bob", run="notebook", users=["bob"]))
-        ingress = wait_for(lambda: alice.annotations("notebook").get("lab", {}).get("toolshare.dev/allowed-users") == "bob"
-                           and alice.ingresses("notebook")["lab"], timeout=60, what="the shared Ingress")
-        assert ingress["spec"]["rules"][0]["host"].endswith(".toolshare.localhost")
-        auth_url = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-url"]
-        assert auth_url.startswith(f"http://{RELEASE}-gate.{NS}.svc.cluster.local:8080/check/lab/notebook/lab")
-        wait_for(lambda: (alice.condition("runshares", "notebook-for-bob") or {}).get("status") == "True",
-                 timeout=60, what="RunShare Ready")
-        # The operator counts an active share after writing its status, and posts Shared after that.
-        admin = Toolshare(tc.client(), "lab")
-        wait_for(lambda: any(r == "Shared" for r, _ in admin.events("notebook")), timeout=60, what="Shared event")
-        # Started now, the gate counts what its first lists hold: /readyz answers only after them.
-        gate = installed.start_gate()  # /readyz: its RBAC lets it list and watch what it needs
-        with urllib.request.urlopen(f"http://127.0.0.1:{installed.metrics_port}/metrics", timeout=5) as r:
-            assert "toolshare_active_shares 1.0" in r.read().decode()
-        with urllib.request.urlopen(f"{gate.ops_url}/metrics", timeout=5) as r:
-            assert "toolshare_gate_runs 1.0" in r.read().decode()
-        # carol may not name alice as owner: admission runs through the chart's configuration.
-        with pytest.raises(kubernetes.client.ApiException) as refused:
-            Toolshare(tc.client("carol"), "lab").create(toolrun("x", owner="alice"))
-        assert refused.value.status == 403
-
-        # helm upgrade: changed values reach the Deployments, and the restarted operator uses them.
-        h.helm("upgrade", RELEASE, str(h.CHART), "-n", NS, "--reuse-values",
-               *h.set_args({"gate.replicas": "3", "config.baseDomain": "apps.example.org"}), kubeconfig=tc.kubeconfig())
-        assert installed.apps.read_namespaced_deployment(f"{RELEASE}-gate", NS).spec.replicas == 3
-        env = {e.name: e.value for e in installed.container("operator").env}
-        assert env["TOOLSHARE_BASE_DOMAIN"] == "apps.example.org"
-        installed.stop()
-        installed.start_operator()
-        wait_for(lambda: (alice.ingresses("notebook").get("lab") or {}).get("spec", {}).get("rules", [{}])[0]
-                 .get("host", "").endswith(".apps.example.org"), timeout=60, what="the Ingress on the new base domain")
-    finally:
-        installed.stop()
-
-    h.helm("uninstall", RELEASE, "-n", NS, "--wait", kubeconfig=tc.kubeconfig())
-    assert _release_objects(tc) == []
-    ext = kubernetes.client.ApiextensionsV1Api(tc.client())
-    kept = {c.metadata.name for c in ext.list_custom_resource_definition().items}
-    assert kept == {"toolruns.toolshare.dev", "runshares.toolshare.dev", "imageshares.toolshare.dev"}  # crds.keep
-    runs = kubernetes.client.CustomObjectsApi(tc.client()).list_namespaced_custom_object(GROUP, VERSION, "lab", "toolruns")
-    assert [r["metadata"]["name"] for r in runs["items"]] == ["notebook"]
+    return sorted(f"{kind}/{o.metadata.name}" for kind, fn in lists.items() for o in fn(label_selector=f"app.kubernetes.io/instance={release}").items)
 
 
 def test_kustomize_base_operator_keeps_service_webhooks(own_cluster, tmp_path):

@@ -63,7 +63,7 @@ def test_run_gets_its_children_and_never_exposes_ssh(ts, namespace):
     assert status["urls"] == [{"endpoint": "lab", "url": f"http://nb-{namespace}.toolshare.localhost/lab"},
                               {"endpoint": "api", "url": f"http://nb-{namespace}.toolshare.localhost/"}] or \
         sorted(u["endpoint"] for u in status["urls"]) == ["api", "lab"]
-    assert status["podPhase"] == "Pending"  # no kubelet here: the Pod is never scheduled
+    assert status["podPhase"] == "Pending"  # its image is in no registry here: it never starts
 
 
 def test_share_with_user_group_and_both(ts):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,12 +40,25 @@ class OperatorProcess:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
-                    if r.status == 200:
+                    if r.status == 200 and self._serving_webhooks():
                         return
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"operator did not become live in 60s:\n{self.log_tail()}")
+        raise RuntimeError(f"operator did not become live and serve its webhooks in 60s:\n{self.log_tail()}")
+
+    def _serving_webhooks(self) -> bool:
+        """Live comes before the webhook server listens; after a restart the configurations already
+        point at its port, so a write in between is refused (connection refused, failurePolicy Fail)."""
+        listen = self.env.get("TOOLSHARE_WEBHOOK_LISTEN")
+        if not listen:
+            return True
+        host, _, port = listen.rpartition(":")
+        try:
+            socket.create_connection(("127.0.0.1" if host in ("", "0.0.0.0") else host, int(port)), timeout=1).close()
+            return True
+        except OSError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:

@@ -68,12 +68,13 @@ class Service:
             return ""
 
 
-def oauth2_proxy(issuer_url: str, log_dir: Path, port: int = 0) -> Service:
+def oauth2_proxy(issuer_url: str, log_dir: Path, port: int = 0, host: str = "127.0.0.1") -> Service:
+    """`host`: the address it listens on; the node's address when gate Pods must reach it."""
     port = port or free_port()
-    argv = oauth2proxy.argv(oauth2proxy.ensure(), listen=f"127.0.0.1:{port}", issuer=issuer_url,
+    argv = oauth2proxy.argv(oauth2proxy.ensure(), listen=f"{host}:{port}", issuer=issuer_url,
                             client_id=CLIENT_ID, cookie_secret=secrets.token_hex(16))
-    svc = Service("oauth2-proxy", argv, f"http://127.0.0.1:{port}/ping", log_dir / "oauth2-proxy.log")
-    svc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    svc = Service("oauth2-proxy", argv, f"http://{host}:{port}/ping", log_dir / "oauth2-proxy.log")
+    svc.url = f"http://{host}:{port}"  # type: ignore[attr-defined]
     return svc
 
 

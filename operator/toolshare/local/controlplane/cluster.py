@@ -377,6 +377,17 @@ def restart(directory: Path, components=("kube-apiserver",), log=print, timeout:
     return state
 
 
+def import_images(directory: Path, names: tuple[str, ...], log=print) -> list[str]:
+    """Build (if missing) and import `names` into the running node of the cluster in `directory`:
+    images `up` leaves out, such as the Toolshare image (rebuilt on every change of operator/)."""
+    from toolshare.local.images.containerd import import_images as _import
+
+    paths = nodemod.Paths.of(directory.resolve())
+    if not paths.containerd_socket.exists():
+        raise RuntimeError(f"no node is running in {directory} (no {paths.containerd_socket})")
+    return _import(nodemod.CONTAINERD.ensure(log=log).with_name("ctr"), paths.containerd_socket, names, log=log)
+
+
 def down(directory: Path, log=print, timeout: float = 15.0) -> list[str]:
     """Stop every process the cluster in `directory` started; return the names stopped."""
     directory = directory.resolve()
