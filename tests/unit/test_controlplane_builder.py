@@ -96,3 +96,12 @@ def test_a_partial_directory_never_counts_as_complete(tmp_path, monkeypatch):
     assert not binaries._complete(target)
     _fake_binaries(target)
     assert binaries.ensure_binaries().directory == target
+
+
+def test_free_port_never_hands_out_a_port_twice():
+    """`up` picks every component's port before any binds it: a port the kernel hands out again
+    would put two servers on one port (the scheduler and kube-router's health server once)."""
+    from toolshare.local.controlplane.cluster import free_port
+
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
