@@ -145,3 +145,23 @@ def test_cluster_down_leaves_no_process_and_stale_dir_is_recovered():
         cluster.down(directory)  # returns once every process it started is gone (or a zombie)
     assert _processes_mentioning(str(directory)) == []
     assert cluster.status(directory)["running"] is False
+
+
+def test_a_failed_up_stops_what_it_started(tmp_path):
+    """An API server that cannot start: `up` raises, and leaves no process behind (its caller, a
+    test session's fixture, never gets a state to take down)."""
+    from toolshare.local.controlplane import cluster
+    from toolshare.local.controlplane.binaries import Binaries, ensure_binaries
+
+    real = ensure_binaries()
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    for name in ("etcd", "kube-controller-manager", "kubectl"):
+        (broken / name).symlink_to(real.path(name))
+    (broken / "kube-apiserver").write_text("#!/bin/sh\necho 'cannot start' >&2\nexit 3\n")
+    (broken / "kube-apiserver").chmod(0o755)
+    directory = tmp_path / "cluster"
+    with pytest.raises(cluster.ClusterError, match="kube-apiserver exited"):
+        cluster.up(directory, Binaries(broken))
+    assert _processes_mentioning(str(directory)) == []  # etcd had started
+    assert cluster.status(directory)["running"] is False

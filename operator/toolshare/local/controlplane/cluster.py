@@ -205,6 +205,19 @@ def up(directory: Path, binaries: Binaries | None = None, log=print, node: bool 
         except nodemod.NodeError as e:
             raise ClusterError(str(e)) from None
         node_ip = nodemod.node_ip()
+    try:
+        return _bring_up(directory, binaries, log, node_ip, images)
+    except BaseException:
+        # Half up is worse than down: it holds ports, the node's claim and the machine's bridge and
+        # rules, and the caller that sees the error has nothing to take down (a test session's
+        # fixture never yields).
+        down(directory, log=lambda *_: None)
+        if node_ip and (nodemod.owner() or {}).get("directory") == str(directory):
+            nodemod.cleanup(directory, log=lambda *_: None)
+        raise
+
+
+def _bring_up(directory: Path, binaries: Binaries | None, log, node_ip: str | None, images) -> State:
     binaries = binaries or ensure_binaries(log=log)
     started = time.monotonic()
     logs = directory / "logs"
