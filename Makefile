@@ -16,11 +16,12 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 ## binaries: build (once, cached under ~/.cache/toolshare) or locate etcd, kube-apiserver, kube-controller-manager, kubectl,
-## the node's kubelet, kube-proxy, kube-scheduler, containerd and kube-router, oauth2-proxy, helm
+## the node's kubelet, kube-proxy, kube-scheduler, containerd and kube-router, oauth2-proxy, helm, traefik
 binaries: venv
 	$(BIN)/toolshare cluster build
 	$(BIN)/python -m toolshare.local.oauth2proxy
 	$(BIN)/python -m toolshare.local.helm
+	$(BIN)/python -m toolshare.local.traefik
 
 ## images: build (once per change of their inputs, cached under ~/.cache/toolshare/images) the node's
 ## images: pause, a Debian base, JupyterLab, Toolshare (docs/images.md); needs root
@@ -31,12 +32,11 @@ images: venv deps
 sync crds: venv
 	$(BIN)/python -m toolshare.local.syncmanifests
 
-## deps: Debian packages the tests drive: nginx (auth_request), chromium (browser test), what builds and
+## deps: Debian packages the tests drive: chromium (browser test), what builds and
 ## runs the images (debootstrap, buildah, runc, gcc for pause, ssh for the tool's SSH test), and what the
 ## node runs with (CNI plugins, iptables, ipset: docs/node.md); apt only when missing
 deps:
 	@missing=""; \
-	[ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
 	[ -x /usr/bin/buildah ] || missing="$$missing buildah"; \

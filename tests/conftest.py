@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import cluster as support
 
-pytest_plugins = ["tests.support.auth"]  # issuer, oauth2_proxy, gate fixtures
+pytest_plugins = ["tests.support.auth", "tests.support.routing"]  # issuer, oauth2_proxy, gate; router
 
 
 def pytest_addoption(parser):
@@ -67,13 +67,15 @@ def crds(cluster):
 
 
 @pytest.fixture(scope="session")
-def operator(cluster, crds, tmp_path_factory):
+def operator(cluster, crds, gate_port, tmp_path_factory):
     """The operator, one process for the session, watching the whole cluster, as in production:
     under its service account bound to exactly manifests/rbac (not as admin), serving its
-    admission webhooks over TLS on 127.0.0.1."""
+    admission webhooks over TLS on 127.0.0.1. Its Ingresses name the session's gate as auth-url
+    (no cluster DNS here for the router to find a gate Service by name)."""
     from tests.support.install import start_operator
 
-    proc = start_operator(cluster, tmp_path_factory.mktemp("operator"))
+    proc = start_operator(cluster, tmp_path_factory.mktemp("operator"),
+                          env={"TOOLSHARE_GATE_URL": f"http://127.0.0.1:{gate_port}"})
     yield proc
     proc.stop()
     print(f"operator log: {proc.log_path}")

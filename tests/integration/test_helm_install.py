@@ -3,7 +3,7 @@
 The product as Pods (`test_the_chart_runs_the_product_as_pods`, on the session cluster and its
 node): the chart's operator and gate run from the Toolshare image built here, the API server calls
 the admission webhooks in the operator Pod through the chart's Service, and a run is shared end to
-end through nginx and the gate Pods. For this module the session's operator (a local process)
+end through Traefik and the gate Pods. For this module the session's operator (a local process)
 hands the cluster over to the release, and takes it back afterwards.
 
 On a control plane of their own (no node, nothing of the session's in the way): the chart's CRDs
@@ -25,12 +25,12 @@ import kubernetes
 import pytest
 
 from tests.support import cluster as support, helm as h, rbac
-from tests.support.auth import get
 from tests.support.install import wait_for_principals_policy, webhook_port
 from tests.support.objects import GROUP, VERSION, Toolshare, runshare, toolrun
 from tests.support.operator_process import WEBHOOK_CONFIG, wait_for_webhooks
 from tests.support.rbac import bind_edit, service_account_kubeconfig
-from tests.support.tools import echo_run, proxied
+from tests.support.routing import through
+from tests.support.tools import echo_run, routed
 from tests.support.wait import wait_for
 from toolshare.local import services as devservices
 from toolshare.local.controlplane import cluster as controlplane, node as nodemod
@@ -106,7 +106,7 @@ def _delete(delete, name: str) -> None:
             raise
 
 
-def test_the_chart_runs_the_product_as_pods(cluster, handed_over, issuer, namespace, tmp_path):
+def test_the_chart_runs_the_product_as_pods(cluster, handed_over, router, issuer, namespace, tmp_path):
     # The gate Pods ask oauth2-proxy who is calling: one listening where Pods reach this machine.
     address = os.environ.get("TOOLSHARE_TEST_HOST_ADDRESS") or nodemod.node_ip()
     proxy = devservices.oauth2_proxy(issuer.url, tmp_path, host=address).start()
@@ -134,7 +134,7 @@ def test_the_chart_runs_the_product_as_pods(cluster, handed_over, issuer, namesp
                 assert not w.client_config.url
 
         bind_edit(cluster, namespace, users=["alice", "carol"])
-        alice = Toolshare(cluster.client("alice"), namespace)
+        alice, admin = Toolshare(cluster.client("alice"), namespace), Toolshare(cluster.client(), namespace)
         run = echo_run("notebook")
         del run["spec"]["owner"]
         # The owner is filled in by the mutating webhook, served by the operator Pod.
@@ -144,29 +144,33 @@ def test_the_chart_runs_the_product_as_pods(cluster, handed_over, issuer, namesp
             Toolshare(cluster.client("carol"), namespace).create(echo_run("forged", owner="alice"))
         assert refused.value.status in (400, 403, 422) and "owner" in refused.value.body
 
-        admin = Toolshare(cluster.client(), namespace)
-        gate_ip = core.read_namespaced_service(f"{FULLNAME}-gate", POD_NS).spec.cluster_ip
-        with proxied(admin, cluster.client(), f"http://{gate_ip}:8080", "notebook", tmp_path) as (nginx, host):
-            def visit(person):
-                return get(f"http://127.0.0.1:{nginx.port}/lab/tree", issuer.token(person),
-                           {"Host": host})[:3:2]
-
-            wait_for(lambda: visit("alice")[0] == 200, what="alice through nginx and the gate Pods")
-            assert visit("alice")[1] == "hello from notebook to alice at /lab/tree\n"
-            assert visit("bob")[0] == 403 and visit("carol")[0] == 403
-            alice.create(runshare("notebook-for-bob", run="notebook", users=["bob"]))
-            wait_for(lambda: visit("bob")[0] == 200, what="bob let in by the gate Pods after the share")
-            assert visit("carol")[0] == 403
-            alice.delete("runshares", "notebook-for-bob")
-            wait_for(lambda: visit("bob")[0] == 403, what="bob refused after the unshare")
-
         # helm upgrade: the Deployments roll, and the new operator Pod renders with the new values.
+        # auth-url names the gate Service by its ClusterIP: Traefik runs on this machine, which has
+        # no cluster DNS (in a cluster the default, the Service's DNS name, is right).
+        gate_ip = core.read_namespaced_service(f"{FULLNAME}-gate", POD_NS).spec.cluster_ip
         h.helm("upgrade", POD_RELEASE, str(h.CHART), "-n", POD_NS, "--reuse-values", "--wait", "--timeout", "6m",
-               *h.set_args({"gate.replicas": "3", "config.baseDomain": "apps.example.org"}), kubeconfig=kubeconfig)
+               *h.set_args({"gate.replicas": "3", "config.baseDomain": "apps.example.org",
+                            "config.gateUrl": f"http://{gate_ip}:8080"}), kubeconfig=kubeconfig)
         wait_for(lambda: _rolled_out(apps.read_namespaced_deployment(f"{FULLNAME}-gate", POD_NS), 3),
                  what="the gate rolled out with 3 replicas")
-        wait_for(lambda: (admin.ingresses("notebook").get("lab") or {}).get("spec", {}).get("rules", [{}])[0]
-                 .get("host", "").endswith(".apps.example.org"), timeout=60, what="the Ingress on the new base domain")
+        wait_for(lambda: (admin.annotations("notebook").get("lab") or {}).get(
+            "nginx.ingress.kubernetes.io/auth-url", "").startswith(f"http://{gate_ip}:8080/check/"),
+            timeout=60, what="the Ingress asking the release's gate")
+        host = routed(admin, "notebook")
+        assert host.endswith(".apps.example.org")
+
+        # Through Traefik, the gate Pods decide.
+        def visit(person):
+            return through(router, host, "/lab/tree", issuer.token(person))[:3:2]
+
+        wait_for(lambda: visit("alice")[0] == 200, what="alice through Traefik and the gate Pods")
+        assert visit("alice")[1] == "hello from notebook to alice at /lab/tree\n"
+        assert visit("bob")[0] == 403 and visit("carol")[0] == 403
+        alice.create(runshare("notebook-for-bob", run="notebook", users=["bob"]))
+        wait_for(lambda: visit("bob")[0] == 200, what="bob let in by the gate Pods after the share")
+        assert visit("carol")[0] == 403
+        alice.delete("runshares", "notebook-for-bob")
+        wait_for(lambda: visit("bob")[0] == 403, what="bob refused after the unshare")
     finally:
         uninstalled = h.helm("uninstall", POD_RELEASE, "-n", POD_NS, "--wait", kubeconfig=kubeconfig, check=False)
         proxy.stop()

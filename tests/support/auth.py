@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import rbac
 from toolshare.local import services as devservices
+from toolshare.local.controlplane.cluster import free_port
 from toolshare.local.issuer import DevIssuer
 
 
@@ -31,9 +32,15 @@ def oauth2_proxy(issuer, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def gate(cluster, crds, oauth2_proxy, tmp_path_factory):
+def gate_port():
+    """The session gate's port, known before it starts: the operator renders it into auth-url."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def gate(cluster, crds, oauth2_proxy, gate_port, tmp_path_factory):
     svc = devservices.gate(cluster.kubeconfig(), f"{oauth2_proxy.url}/oauth2/auth",
-                           tmp_path_factory.mktemp("gate"), env=rbac.POLICY_ENV).start()
+                           tmp_path_factory.mktemp("gate"), port=gate_port, env=rbac.POLICY_ENV).start()
     yield svc
     svc.stop()
 

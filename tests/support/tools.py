@@ -1,21 +1,16 @@
-"""Real tools for the tests that look at what reaches a tool: a Pod on the node, behind a real nginx.
+"""Real tools for the tests that look at what reaches a tool: a Pod on the node, behind the router.
 
 `echo_run` is a ToolRun whose tool (Python's standard library, in the Python image built here)
-answers who the proxy says is calling, and with `?echo=headers` every header it received (JSON).
-`proxied` waits until the tool is ready, then puts nginx, configured from the run's Ingress, in
-front of the Pod's address from its EndpointSlice, asking the gate.
+answers who the router says is calling, and with `?echo=headers` every header it received (JSON).
+`routed` waits until the tool is ready and its Ingress exists, and gives the host to ask the
+router (tests/support/routing.py) for.
 """
 
 from __future__ import annotations
 
-import contextlib
-import urllib.parse
-from pathlib import Path
-
 from tests.support.objects import Toolshare, toolrun
 from tests.support.wait import wait_for
 from toolshare.local.images import catalog
-from toolshare.local.nginx import Nginx
 
 START = 180.0  # a tool's first start on a loaded 2-core machine
 
@@ -60,15 +55,9 @@ def tool_ready(ts: Toolshare, name: str) -> dict | None:
     return run if cond.get("status") == "True" else None
 
 
-@contextlib.contextmanager
-def proxied(ts: Toolshare, client, gate_url: str, run: str, work: Path, endpoint: str = "lab"):
-    """nginx in front of `run`'s `endpoint`, once its tool serves; yields (nginx, host)."""
-    wait_for(lambda: tool_ready(ts, run), timeout=START, what=f"{run}'s tool ready on the node")
+def routed(ts: Toolshare, run: str, endpoint: str = "lab", timeout: float = START) -> str:
+    """The host of `run`'s `endpoint`, once its tool serves and its Ingress exists (the router picks
+    the Ingress up by itself; until then it answers 404)."""
+    wait_for(lambda: tool_ready(ts, run), timeout=timeout, what=f"{run}'s tool ready on the node")
     ingress = wait_for(lambda: ts.ingresses(run).get(endpoint), what=f"the {endpoint} Ingress of {run}")
-    nginx = Nginx(work / "nginx")
-    nginx.configure([ingress], client, gate_address=urllib.parse.urlsplit(gate_url).netloc)
-    nginx.start()
-    try:
-        yield nginx, ingress["spec"]["rules"][0]["host"]
-    finally:
-        nginx.stop()
+    return ingress["spec"]["rules"][0]["host"]

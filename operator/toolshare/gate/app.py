@@ -25,6 +25,7 @@ from toolshare.gate.identity import (DEFAULT_SESSION_COOKIE, Claims, IdentityRef
                                      OAuth2Proxy, without_session)
 from toolshare.gate.page import render_page
 from toolshare.gate.shared import shared_with_me
+from toolshare.gate.signin import signin_location
 from toolshare.gate.watch import Reflector
 from toolshare.policy import Policy
 from toolshare.settings import Settings
@@ -144,6 +145,9 @@ class Gate:
                 headers["Cookie"] = cookies
             return web.Response(status=202, headers=headers)
         if status == verdict.NOT_SIGNED_IN:
+            # A forwardAuth router shows this answer to the browser: send it to sign in.
+            if location := signin_location(self.config.settings.signin_url, request.headers):
+                return web.Response(status=302, headers={"Location": location})
             return _text(401, "sign in first")
         return _text(403, f"{identity.user} may not use {name}/{ep} in {ns}")
 

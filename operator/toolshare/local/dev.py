@@ -129,8 +129,9 @@ def main(directory: Path) -> int:
     from toolshare.local.stack import AccessStack
     from toolshare.manager import run_operator
 
-    # oauth2-proxy, the gate and nginx; prints how to reach the sample.
+    # oauth2-proxy, the gate and Traefik; prints how to reach the sample.
     access = AccessStack(state.directory, kubeconfig, command_dir(directory)).start()
+    os.environ.setdefault("TOOLSHARE_GATE_URL", access.gate_url)  # what the Ingresses' auth-url names
     try:
         run_operator()
     except KeyboardInterrupt:

@@ -29,9 +29,10 @@ class Service:
     """One child process with a log file and a health URL."""
 
     def __init__(self, name: str, argv: list[str], health_url: str, log_path: Path,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, base_env: dict[str, str] | None = None):
+        """`env` is added to `base_env` (default: this process's environment)."""
         self.name, self.argv, self.health_url, self.log_path = name, argv, health_url, log_path
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**(os.environ if base_env is None else base_env), **(env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "Service":

@@ -1,13 +1,14 @@
-"""The sign-in path for `make run`: dev OIDC issuer, oauth2-proxy, the gate, nginx.
+"""The sign-in path for `make run`: dev OIDC issuer, oauth2-proxy, the gate, Traefik.
 
-Started next to the operator by dev.main. nginx is configured once the operator has written
-the sample run's Ingress and its JupyterLab, a Pod on the local node, is ready behind the run's
-Service (a background thread waits for both), then the instructions are printed:
+Started next to the operator by dev.main. Traefik (the local Ingress controller) picks up the
+sample run's Ingress once the operator writes it; once its JupyterLab, a Pod on the local node, is
+ready behind the run's Service and Traefik routes to it (a background thread waits for both), the
+instructions are printed:
 how to get a token, the gate's decision, "Shared with me", and a curl reaching alice's run.
 
 Two files in the cluster directory let other terminals use the stack: access/issuer.json (0600:
 the issuer's key, key id, URL and client id, kept across restarts, for `toolshare dev token`) and
-access/urls.json (where the gate and nginx listen, for `toolshare list --shared-with-me` and the
+access/urls.json (where the gate and Traefik listen, for `toolshare list --shared-with-me` and the
 token's usage hints; removed when the stack stops).
 """
 
@@ -15,17 +16,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import time
-import urllib.parse
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import kubernetes
 
 from toolshare.local import services as devservices
 from toolshare.local.issuer import DevIssuer
-from toolshare.local.nginx import IngressError, Nginx, backend_address
+from toolshare.local.traefik import Traefik
 
 SAMPLE = ("lab", "alice-notebook", "lab")  # namespace, run, endpoint of examples/dev/alice
 
@@ -39,7 +40,7 @@ def urls_file(directory: Path) -> Path:
 
 
 def read_urls(directory: Path) -> dict:
-    """Where a running `toolshare dev` in `directory` listens: {"gate"} at once, then "proxy" (nginx)
+    """Where a running `toolshare dev` in `directory` listens: {"gate"} at once, then "proxy" (Traefik)
     with the sample's "ingress", "host" and "path"; {} when none runs there."""
     try:
         return json.loads(urls_file(directory).read_text())
@@ -64,9 +65,36 @@ def usage_lines(urls: dict, token: str) -> list[str]:
                   f"Shared with me:  curl {auth} {gate}/api/shared-with-me",
                   f"                 (or: toolshare list --shared-with-me; page: {gate}/shared-with-me)"]
     if urls.get("proxy"):
-        lines += [f"{run} through nginx (Ingress {urls['ingress']}):",
+        lines += [f"{run} through Traefik (Ingress {urls['ingress']}):",
                   f'curl -H "Host: {urls["host"]}" {auth} {urls["proxy"]}{urls["path"]}']
     return lines
+
+
+def _serving(client: kubernetes.client.ApiClient, namespace: str, service: str, port_name: str) -> bool:
+    """Whether an EndpointSlice of the Service lists a ready endpoint for the port (the tool's
+    readiness probe passed)."""
+    slices = kubernetes.client.DiscoveryV1Api(client).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}").items
+    return any(any(p.name == port_name for p in sl.ports or []) and
+               any(ep.conditions is None or ep.conditions.ready is not False for ep in sl.endpoints or [])
+               for sl in slices)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the gate's sign-in redirect is an answer: the route exists
+
+
+def _routed(url: str, host: str, path: str) -> bool:
+    """Whether the router has a route for host/path (it answers 404 until it loads the Ingress)."""
+    request = urllib.request.Request(f"{url}{path}", headers={"Host": host})
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=5):
+            return True
+    except urllib.error.HTTPError as e:
+        return e.code != 404
+    except OSError:
+        return False
 
 
 class AccessStack:
@@ -77,7 +105,8 @@ class AccessStack:
         self.dir_flag = dir_flag  # " --dir DIR" for printed commands, when not the default
         self.services: list[devservices.Service] = []
         self.issuer: DevIssuer | None = None
-        self.nginx: Nginx | None = None
+        self.router: Traefik | None = None
+        self.gate_url = ""
 
     def start(self) -> "AccessStack":
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -85,14 +114,16 @@ class AccessStack:
         proxy = devservices.oauth2_proxy(self.issuer.url, self.dir).start()
         gate = devservices.gate(self.kubeconfig, f"{proxy.url}/oauth2/auth", self.dir).start()
         self.services = [proxy, gate]
+        self.gate_url = gate.url  # the operator's TOOLSHARE_GATE_URL: no cluster DNS for Traefik here
+        client = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        self.router = Traefik(self.dir / "traefik", client).start()
         _write_urls(self.cluster_dir, {"gate": gate.url})
-        threading.Thread(target=self._when_ingress_exists, args=(gate,), daemon=True,
-                         name="dev-ingress").start()
+        threading.Thread(target=self._when_routed, args=(client,), daemon=True, name="dev-ingress").start()
         return self
 
-    def _when_ingress_exists(self, gate) -> None:
+    def _when_routed(self, client) -> None:
         namespace, run, endpoint = SAMPLE
-        client = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        assert self.router is not None
         net = kubernetes.client.NetworkingV1Api(client)
         ingress = None
         deadline = time.monotonic() + 600  # a first JupyterLab start on a busy machine
@@ -101,41 +132,31 @@ class AccessStack:
                 namespace, label_selector=f"toolshare.dev/run={run},toolshare.dev/endpoint={endpoint}").items
             if items:
                 ingress = client.sanitize_for_serialization(items[0])
-                try:  # the tool is ready (its readiness probe) behind the run's Service
-                    backend_address(client, namespace, run, endpoint)
-                except IngressError:
+                rule = ingress["spec"]["rules"][0]
+                if not (_serving(client, namespace, run, endpoint)
+                        and _routed(self.router.url, rule["host"], rule["http"]["paths"][0]["path"])):
                     ingress = None
             if ingress is None:
                 time.sleep(0.5)
-        urls = {"gate": gate.url}
-        no_nginx = ingress is None or shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists()
-        if not no_nginx:
-            urls.update(self._start_nginx(client, ingress, gate))
+        urls = {"gate": self.gate_url}
+        if ingress is not None:
+            rule = ingress["spec"]["rules"][0]
+            urls.update({"proxy": self.router.url, "ingress": ingress["metadata"]["name"],
+                         "host": rule["host"], "path": rule["http"]["paths"][0]["path"]})
             _write_urls(self.cluster_dir, urls)
         print("\nSign-in path (dev OIDC issuer -> oauth2-proxy -> gate):")
         print(f"  export TOOLSHARE_TOKEN=$(toolshare dev token bob{self.dir_flag})"
               "      # or alice, carol, dave, anyone; --group G")
         for line in usage_lines(urls, "$TOOLSHARE_TOKEN"):
             print(f"  {line}")
-        if no_nginx:
-            print("  (no nginx: `make deps` installs it to reach the run itself)")
         alice = self.cluster_dir / "alice.kubeconfig"
         print(f"Sharing, as alice:  KUBECONFIG={alice} kubectl toolshare share {run} --user carol -n {namespace}",
               flush=True)
 
-    def _start_nginx(self, client, ingress: dict, gate) -> dict:
-        """nginx configured from the sample's Ingress, in front of the JupyterLab Pod's address."""
-        self.nginx = Nginx(self.dir / "nginx")
-        self.nginx.configure([ingress], client, gate_address=urllib.parse.urlsplit(gate.url).netloc)
-        self.nginx.start()
-        rule = ingress["spec"]["rules"][0]
-        return {"proxy": f"http://127.0.0.1:{self.nginx.port}", "ingress": ingress["metadata"]["name"],
-                "host": rule["host"], "path": rule["http"]["paths"][0]["path"]}
-
     def stop(self) -> None:
         urls_file(self.cluster_dir).unlink(missing_ok=True)
-        if self.nginx:
-            self.nginx.stop()
+        if self.router:
+            self.router.stop()
         for svc in reversed(self.services):
             svc.stop()
         if self.issuer:
