@@ -72,10 +72,14 @@ def operator(cluster, crds, gate_port, tmp_path_factory):
     under its service account bound to exactly manifests/rbac (not as admin), serving its
     admission webhooks over TLS on 127.0.0.1. Its Ingresses name the session's gate as auth-url
     (no cluster DNS here for the router to find a gate Service by name)."""
+    import os
+
     from tests.support.install import start_operator
 
-    proc = start_operator(cluster, tmp_path_factory.mktemp("operator"),
-                          env={"TOOLSHARE_GATE_URL": f"http://127.0.0.1:{gate_port}"})
+    # The session operator's settings are this process's environment: it inherits them, and
+    # tests/support/expected.py renders what it should have written with them.
+    os.environ["TOOLSHARE_GATE_URL"] = f"http://127.0.0.1:{gate_port}"
+    proc = start_operator(cluster, tmp_path_factory.mktemp("operator"))
     yield proc
     proc.stop()
     print(f"operator log: {proc.log_path}")
