@@ -47,9 +47,7 @@ RECONCILED = {"Pod", "Service", "Ingress", "NetworkPolicy", *KINDS, "ToolRun/sta
 
 
 def gateway_env(auth: str) -> dict[str, str]:
-    # The gate URL named, not inherited: the session's tests set theirs in this process's environment.
-    return {"TOOLSHARE_GATE_URL": GATE_URL, "TOOLSHARE_ROUTING": "gateway", "TOOLSHARE_GATEWAY": GATEWAY,
-            "TOOLSHARE_GATEWAY_AUTH": auth}
+    return {"TOOLSHARE_ROUTING": "gateway", "TOOLSHARE_GATEWAY": GATEWAY, "TOOLSHARE_GATEWAY_AUTH": auth}
 
 
 @dataclass
@@ -146,7 +144,7 @@ def operator_writes(operator: OperatorProcess) -> dict[tuple[str, str], float]:
 
 def test_gateway_children_and_their_write_budget(plane):
     tc, auth, client = plane.cluster, plane.auth, plane.cluster.client()
-    settings = Settings.from_env(gateway_env(auth))
+    settings = Settings.from_env({"TOOLSHARE_GATE_URL": GATE_URL, **gateway_env(auth)})
     auth_kind = AUTH_KIND[auth]
     ts = Toolshare(client, NS)
     # The operator watches its routing's kinds, and the other served ones (Ingresses always are).
