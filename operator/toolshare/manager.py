@@ -35,13 +35,32 @@ if _ResourceMemories is not None:
 
 
 
+def decide_child_kinds() -> tuple:
+    """Which child kinds the controller watches (state/views.configure_kinds): the configured
+    routing's, which must be served, and the other route kinds that are (to clean up after a change
+    of TOOLSHARE_ROUTING). Decided before kopf starts, since handlers.py registers a handler per
+    watched kind when it is imported. Raises SettingsError or views.KindsUnavailable."""
+    from toolshare.client.kube import Kube
+    from toolshare.settings import Settings
+    from toolshare.state import views
+
+    settings = Settings.from_env()
+    kube = Kube.from_environment(settings.field_manager)
+    try:
+        return views.configure_kinds(settings, views.probe_kinds(kube, settings))
+    finally:
+        kube.api.close()
+
+
 def run_operator(namespaces: list[str] | None = None, verbose: bool = False,
                  liveness_endpoint: str | None = None, log_format: str = "text") -> None:
-    from toolshare.admission import webhooks  # noqa: F401  (registers the admission webhooks)
-    from toolshare.controller import handlers, imageshares  # noqa: F401  (registers the handlers)
     from toolshare.logs import configure
 
     configure(log_format, verbose)
+    decide_child_kinds()  # before the handlers are imported
+    from toolshare.admission import webhooks  # noqa: F401  (registers the admission webhooks)
+    from toolshare.controller import handlers, imageshares  # noqa: F401  (registers the handlers)
+
     asyncio.run(kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces or [],

@@ -238,6 +238,27 @@ def ingress_name(run_name: str, endpoint: str) -> str:
     return f"{run_name}.{endpoint}"
 
 
+def route_name(run_name: str, endpoint: str) -> str:
+    """An endpoint's HTTPRoute (and its Envoy Gateway SecurityPolicy): named as its Ingress would be."""
+    return ingress_name(run_name, endpoint)
+
+
+def middleware_name(namespace: str, run_name: str, endpoint: str) -> str:
+    """An endpoint's Traefik forwardAuth Middleware.
+
+    Traefik v3.6 files a Middleware under "<namespace>-<name>" with every run of characters other
+    than letters and digits made one "-" (provider.Normalize), but looks up an HTTPRoute's
+    ExtensionRef as "<namespace>-<name>" unchanged: a name with a dot or "--" is never found.
+    So the name is lower-case letters and digits in "-"-separated runs; "<run>-<endpoint>" alone
+    would collide (a-b + c, a + b-c), hence the digest of the exact namespace, run and endpoint,
+    which also keeps it apart from the Middlewares of other namespaces in Traefik's flat naming.
+    A DNS-1123 label: the readable part is cut to fit 63 characters with the digest.
+    """
+    digest = hashlib.sha256(f"{namespace}/{run_name}/{endpoint}".encode()).hexdigest()[:10]
+    readable = re.sub(r"-+", "-", f"{run_name}-{endpoint}")[: DNS_LABEL_MAX_LENGTH - len(digest) - 1].rstrip("-")
+    return f"{readable}-{digest}"
+
+
 def tls_secret_name(run_name: str, settings: Settings) -> str:
     return settings.tls_secret or f"{run_name}-tls"
 

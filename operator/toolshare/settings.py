@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from toolshare.principals import is_dns_label
 
@@ -26,6 +28,20 @@ _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 # Hosts are "<label>.<base_domain>"; keep room for a 63-character label and the dot.
 BASE_DOMAIN_MAX_LENGTH = 253 - 64
+
+# TOOLSHARE_ROUTING: what routes a run's HTTP endpoints (docs/routing.md).
+INGRESS, GATEWAY = "ingress", "gateway"
+ROUTING_BACKENDS = (INGRESS, GATEWAY)
+# TOOLSHARE_GATEWAY_AUTH: how an HTTPRoute calls the gate, in the form the Gateway implementation reads.
+EXTERNAL_AUTH, TRAEFIK, ENVOY_GATEWAY = "external-auth", "traefik", "envoy-gateway"
+GATEWAY_AUTH_FLAVOURS = (EXTERNAL_AUTH, TRAEFIK, ENVOY_GATEWAY)
+# The flavours whose auth filter references the gate's Service (a backendRef), not a URL.
+GATEWAY_AUTH_BY_SERVICE = (EXTERNAL_AUTH, ENVOY_GATEWAY)
+# A Service's cluster DNS name: <service>.<namespace>.svc[.cluster.local]. Service names are
+# DNS-1035 labels, namespaces DNS-1123 labels.
+_SERVICE_HOST_RE = re.compile(
+    r"^(?P<name>[a-z]([-a-z0-9]{0,61}[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)"
+    r"\.svc(\.cluster\.local)?$")
 
 
 class SettingsError(ValueError):
@@ -65,11 +81,24 @@ class Settings:
     # Server-side apply field manager for every write the operator makes.
     field_manager: str = dataclasses.field(
         default="toolshare", metadata=_env("TOOLSHARE_FIELD_MANAGER"))
+    # What routes the HTTP endpoints: "ingress" (an ingress-nginx-dialect Ingress each) or
+    # "gateway" (a Gateway API HTTPRoute each, attached to `gateway`).
+    routing: str = dataclasses.field(default=INGRESS, metadata=_env("TOOLSHARE_ROUTING"))
+    # "<namespace>/<name>" of the Gateway every HTTPRoute attaches to; required for "gateway".
+    gateway: str = dataclasses.field(default="", metadata=_env("TOOLSHARE_GATEWAY"))
+    # The Gateway listener the routes attach to (parentRef sectionName); "" = every listener.
+    gateway_section: str = dataclasses.field(default="", metadata=_env("TOOLSHARE_GATEWAY_SECTION"))
+    # How an HTTPRoute calls the gate: "external-auth" (the Gateway API ExternalAuth filter,
+    # experimental channel), "traefik" (a Traefik forwardAuth Middleware per endpoint) or
+    # "envoy-gateway" (an Envoy Gateway SecurityPolicy per route).
+    gateway_auth: str = dataclasses.field(default=EXTERNAL_AUTH, metadata=_env("TOOLSHARE_GATEWAY_AUTH"))
 
     def __post_init__(self) -> None:
         if not self.signin_url:
             object.__setattr__(self, "signin_url", default_signin_url(self.base_domain))
         problems = [p for f in dataclasses.fields(self) if (p := self._check(f.name))]
+        if not problems:
+            problems = self._check_together()
         if problems:
             raise SettingsError("invalid Toolshare settings:\n  " + "\n  ".join(problems))
 
@@ -95,6 +124,22 @@ class Settings:
     def owner_access_labels(self) -> dict[str, str]:
         """TOOLSHARE_SSH_FROM as matchLabels; empty when SSH is reachable from nowhere."""
         return _parse_selector(self.owner_access_selector)
+
+    @property
+    def gateway_routing(self) -> bool:
+        return self.routing == GATEWAY
+
+    @property
+    def gateway_ref(self) -> tuple[str, str]:
+        """TOOLSHARE_GATEWAY as (namespace, name); ("", "") when unset."""
+        namespace, _, name = self.gateway.partition("/")
+        return namespace, name
+
+    @property
+    def gate_service(self) -> GateService | None:
+        """The gate's Service as TOOLSHARE_GATE_URL names it, or None when its host is not a
+        Service's cluster DNS name (an address, an external name)."""
+        return gate_service(self.gate_url)
 
     def _check(self, name: str) -> str | None:
         value = getattr(self, name)
@@ -128,7 +173,64 @@ class Settings:
         elif name == "field_manager":
             if not re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9_.]{0,127}", value):
                 return f"{where}: must be a short name of letters, digits, '-', '_' and '.'"
+        elif name == "routing":
+            if value not in ROUTING_BACKENDS:
+                return f"{where}: must be one of {', '.join(ROUTING_BACKENDS)}"
+        elif name == "gateway":
+            if not value:
+                if self.routing == GATEWAY:
+                    return (f"{where}: is required with TOOLSHARE_ROUTING={GATEWAY}: the Gateway every "
+                            "HTTPRoute attaches to, as <namespace>/<name>")
+            else:
+                namespace, sep, gw = value.partition("/")
+                if not sep or not is_dns_label(namespace) or not _is_subdomain(gw):
+                    return (f"{where}: must be <namespace>/<name> of a Gateway (a DNS-1123 label, "
+                            "'/', a DNS subdomain)")
+        elif name == "gateway_section":
+            if value and not _is_subdomain(value):
+                return f"{where}: must be a listener name (DNS subdomain) or empty"
+        elif name == "gateway_auth":
+            if value not in GATEWAY_AUTH_FLAVOURS:
+                return f"{where}: must be one of {', '.join(GATEWAY_AUTH_FLAVOURS)}"
         return None
+
+    def _check_together(self) -> list[str]:
+        """Rules between fields, checked once each field is well-formed."""
+        problems = []
+        if (self.routing == GATEWAY and self.gateway_auth in GATEWAY_AUTH_BY_SERVICE
+                and self.gate_service is None):
+            problems.append(
+                f"gate_url (TOOLSHARE_GATE_URL={self.gate_url!r}): with TOOLSHARE_ROUTING={GATEWAY} and "
+                f"TOOLSHARE_GATEWAY_AUTH={self.gateway_auth} the route's auth refers to the gate's "
+                "Service, not a URL: the host must be the Service's cluster DNS name, "
+                "<service>.<namespace>.svc or <service>.<namespace>.svc.cluster.local "
+                f"(or use TOOLSHARE_GATEWAY_AUTH={TRAEFIK}, which calls the URL)")
+        return problems
+
+
+class GateService(NamedTuple):
+    """The gate's Service, for a Gateway API backendRef: port is the Service port, path what the
+    gate URL puts before /check ("" or "/prefix")."""
+
+    name: str
+    namespace: str
+    port: int
+    path: str
+
+
+def gate_service(gate_url: str) -> GateService | None:
+    """The Service a gate URL names (http(s)://<service>.<namespace>.svc[.cluster.local][:port][/path]),
+    or None when it names none. The port is the URL's, else the scheme's (80, 443)."""
+    try:
+        url = urllib.parse.urlsplit(gate_url)
+        port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    except ValueError:  # a port out of range
+        return None
+    host = url.netloc.rpartition(":")[0] if url.port else url.netloc  # as written (hostname lower-cases)
+    match = _SERVICE_HOST_RE.fullmatch(host)
+    if match is None or port is None:
+        return None
+    return GateService(match["name"], match["namespace"], port, url.path.rstrip("/"))
 
 
 def default_signin_url(base_domain: str) -> str:

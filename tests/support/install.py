@@ -24,9 +24,12 @@ def install_crds(cluster) -> None:
 
 
 def start_operator(cluster, work: Path, env: dict[str, str] | None = None) -> OperatorProcess:
-    """manifests/rbac applied, then `toolshare operator` running as its service account with the
-    tests' admission policy; returns once both webhook configurations point at it."""
+    """manifests/rbac applied (with TOOLSHARE_ROUTING=gateway in `env`, its gateway rules too), then
+    `toolshare operator` running as its service account with the tests' admission policy; returns
+    once both webhook configurations point at it."""
     rbac.install(ensure_binaries(), cluster)
+    if (env or {}).get("TOOLSHARE_ROUTING") == "gateway":
+        rbac.install_gateway(ensure_binaries(), cluster)
     kubeconfig = rbac.service_account_kubeconfig(cluster, rbac.OPERATOR_NAMESPACE, rbac.OPERATOR_SA,
                                                  work / "operator.kubeconfig")
     port = free_port()

@@ -12,8 +12,9 @@ _LINE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
-def write_counts(client: kubernetes.client.ApiClient, resources: set[str]) -> Counter:
-    """{(verb, resource, subresource): count} for write verbs on `resources`."""
+def write_counts(client: kubernetes.client.ApiClient, resources: set[str], dry_run: bool = True) -> Counter:
+    """{(verb, resource, subresource): count} for write verbs on `resources`; without `dry_run`,
+    requests made with dryRun (which change nothing) are left out."""
     method, url, headers, _, _ = client.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
     resp = client.call_api(method, url, header_params=headers)
     text = resp.read().decode()
@@ -23,6 +24,8 @@ def write_counts(client: kubernetes.client.ApiClient, resources: set[str]) -> Co
         if not m:
             continue
         labels = dict(_LABEL.findall(m.group("labels")))
+        if not dry_run and labels.get("dry_run"):
+            continue
         if labels.get("verb") in WRITE_VERBS and labels.get("resource") in resources:
             counts[(labels["verb"], labels["resource"], labels.get("subresource", ""))] += int(float(m.group("value")))
     return counts

@@ -31,6 +31,42 @@ def install(bins, cluster) -> None:
             "-k", str(repo_root() / "manifests" / "rbac"))
 
 
+GATEWAY_ROLE = "toolshare-operator-gateway"  # manifests/rbac/operator-clusterrole-gateway.yaml
+
+
+def install_gateway(bins, cluster) -> None:
+    """TOOLSHARE_ROUTING=gateway's extra rules for the operator, as an administrator applies them
+    (docs: not part of `kubectl apply -k manifests/rbac`); returns once the authorizer uses them."""
+    kubectl(bins, cluster.kubeconfig(), "apply", "--server-side", "--field-manager=toolshare-test",
+            "-f", str(repo_root() / "manifests" / "rbac" / "operator-clusterrole-gateway.yaml"))
+    _wait_operator_may(cluster, "create", "httproutes", "gateway.networking.k8s.io", True)
+
+
+def remove_gateway(cluster) -> None:
+    """Take the gateway rules away again (what an administrator does when switching back to
+    ingress); returns once the authorizer no longer grants them."""
+    authz = kubernetes.client.RbacAuthorizationV1Api(cluster.client())
+    for delete in (authz.delete_cluster_role_binding, authz.delete_cluster_role):
+        try:
+            delete(GATEWAY_ROLE)
+        except kubernetes.client.ApiException as e:
+            if e.status != 404:
+                raise
+    _wait_operator_may(cluster, "create", "httproutes", "gateway.networking.k8s.io", False)
+
+
+def _wait_operator_may(cluster, verb: str, resource: str, group: str, allowed: bool, timeout: float = 30) -> None:
+    authz = kubernetes.client.AuthorizationV1Api(cluster.client())
+    review = {"spec": {"user": f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}", "resourceAttributes": {
+        "namespace": "default", "verb": verb, "group": group, "resource": resource}}}
+    deadline = time.monotonic() + timeout
+    while bool(authz.create_subject_access_review(review).status.allowed) != allowed:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the operator's account still {'may not' if allowed else 'may'} {verb} {resource} "
+                                 f"after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def service_account_kubeconfig(cluster, namespace: str, name: str, path: Path, hours: int = 24) -> Path:
     """A kubeconfig with a bound token for the service account (TokenRequest API), nothing more."""
     core = kubernetes.client.CoreV1Api(cluster.client())

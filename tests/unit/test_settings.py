@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from toolshare.settings import Settings, SettingsError
+from toolshare.settings import GateService, Settings, SettingsError, gate_service
 
 
 def test_defaults():
@@ -19,6 +19,9 @@ def test_defaults():
     assert not s.tls_enabled and s.url_scheme == "http"
     assert s.owner_access_selector == "" and s.owner_access_labels == {}
     assert s.field_manager == "toolshare"
+    assert s.routing == "ingress" and not s.gateway_routing
+    assert s.gateway == "" and s.gateway_ref == ("", "")
+    assert s.gateway_section == "" and s.gateway_auth == "external-auth"
     assert s == Settings()
 
 
@@ -85,6 +88,18 @@ def test_frozen():
     ("TOOLSHARE_SSH_FROM", "a in (b)"),
     ("TOOLSHARE_SSH_FROM", "a=b c"),
     ("TOOLSHARE_FIELD_MANAGER", "tool share"),
+    ("TOOLSHARE_ROUTING", "Gateway"),
+    ("TOOLSHARE_ROUTING", "nginx"),
+    ("TOOLSHARE_GATEWAY", "public"),
+    ("TOOLSHARE_GATEWAY", "Gateways/public"),
+    ("TOOLSHARE_GATEWAY", "gateways/Public"),
+    ("TOOLSHARE_GATEWAY", "gateways/"),
+    ("TOOLSHARE_GATEWAY", "/public"),
+    ("TOOLSHARE_GATEWAY", "a/b/c"),
+    ("TOOLSHARE_GATEWAY_SECTION", "Web Listener"),
+    ("TOOLSHARE_GATEWAY_SECTION", "web;x"),
+    ("TOOLSHARE_GATEWAY_AUTH", "nginx"),
+    ("TOOLSHARE_GATEWAY_AUTH", "ExternalAuth"),
 ])
 def test_invalid_values_name_the_variable(var, value):
     with pytest.raises(SettingsError) as e:
@@ -111,3 +126,64 @@ def test_every_field_has_an_environment_variable():
     names = [f.metadata["env"] for f in dataclasses.fields(Settings)]
     assert all(n.startswith("TOOLSHARE_") for n in names)
     assert len(set(names)) == len(names)
+
+
+# --- the Gateway API backend ----------------------------------------------------------------
+
+
+def test_gateway_routing_from_the_environment():
+    s = Settings.from_env({"TOOLSHARE_ROUTING": "gateway", "TOOLSHARE_GATEWAY": "gateways/public",
+                           "TOOLSHARE_GATEWAY_SECTION": "https", "TOOLSHARE_GATEWAY_AUTH": "envoy-gateway"})
+    assert s.gateway_routing and s.gateway_ref == ("gateways", "public")
+    assert s.gateway_section == "https" and s.gateway_auth == "envoy-gateway"
+    assert s.gate_service == GateService("toolshare-gate", "toolshare-system", 8080, "")
+
+
+def test_gateway_routing_needs_a_gateway():
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({"TOOLSHARE_ROUTING": "gateway"})
+    assert "TOOLSHARE_GATEWAY=''" in str(e.value) and "required with TOOLSHARE_ROUTING=gateway" in str(e.value)
+
+
+def test_a_gateway_is_checked_but_unused_in_ingress_mode():
+    s = Settings.from_env({"TOOLSHARE_GATEWAY": "gateways/public", "TOOLSHARE_GATEWAY_AUTH": "traefik"})
+    assert not s.gateway_routing and s.gateway_ref == ("gateways", "public")
+
+
+@pytest.mark.parametrize("auth", ["external-auth", "envoy-gateway"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://10.96.0.12:8080", "https://gate.example.org",
+                                 "http://toolshare-gate:8080", "http://toolshare-gate.toolshare-system:8080",
+                                 "http://gate.ns.svc.example.org"])
+def test_auth_by_service_needs_the_gate_services_dns_name(auth, url):
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({"TOOLSHARE_ROUTING": "gateway", "TOOLSHARE_GATEWAY": "gateways/public",
+                           "TOOLSHARE_GATEWAY_AUTH": auth, "TOOLSHARE_GATE_URL": url})
+    message = str(e.value)
+    assert "TOOLSHARE_GATE_URL" in message and f"TOOLSHARE_GATEWAY_AUTH={auth}" in message
+    assert "<service>.<namespace>.svc" in message
+
+
+def test_traefik_calls_any_gate_url():
+    s = Settings.from_env({"TOOLSHARE_ROUTING": "gateway", "TOOLSHARE_GATEWAY": "gateways/public",
+                           "TOOLSHARE_GATEWAY_AUTH": "traefik", "TOOLSHARE_GATE_URL": "http://127.0.0.1:8080"})
+    assert s.gate_service is None
+
+
+def test_an_unusable_gate_url_is_fine_for_ingresses():
+    assert Settings.from_env({"TOOLSHARE_GATE_URL": "http://127.0.0.1:8080"}).gate_service is None
+
+
+@pytest.mark.parametrize("url,service", [
+    ("http://toolshare-gate.toolshare-system.svc.cluster.local:8080", GateService("toolshare-gate", "toolshare-system", 8080, "")),
+    ("http://gate.auth.svc", GateService("gate", "auth", 80, "")),
+    ("https://gate.auth.svc", GateService("gate", "auth", 443, "")),
+    ("https://gate.auth.svc:8443/toolshare", GateService("gate", "auth", 8443, "/toolshare")),
+    ("http://127.0.0.1:8080", None),
+    ("http://Gate.auth.svc", None),
+    ("http://gate.auth.svc.cluster.local.evil.org", None),
+    ("http://1gate.auth.svc", None),  # Service names start with a letter
+    ("http://gate.auth.svc:0", None),
+    ("http://gate.auth.svc:70000", None),
+])
+def test_gate_service(url, service):
+    assert gate_service(url) == service

@@ -74,8 +74,15 @@ def _operator(args: argparse.Namespace) -> int:
         from toolshare.controller.metrics import serve
 
         serve(args.metrics_port)
-    run_operator(namespaces=args.namespace, verbose=args.verbose, liveness_endpoint=args.liveness,
-                 log_format=args.log_format)
+    from toolshare.settings import SettingsError
+    from toolshare.state.views import KindsUnavailable
+
+    try:
+        run_operator(namespaces=args.namespace, verbose=args.verbose, liveness_endpoint=args.liveness,
+                     log_format=args.log_format)
+    except (SettingsError, KindsUnavailable) as e:  # before kopf starts: nothing to clean up
+        print(f"toolshare operator: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

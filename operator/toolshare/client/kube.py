@@ -36,6 +36,10 @@ KINDS = {
     ("v1", "Event"): ("/api/v1", "events"),
     ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    # TOOLSHARE_ROUTING=gateway (render/httproute.py): the routes and their auth objects.
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
+    ("traefik.io/v1alpha1", "Middleware"): ("/apis/traefik.io/v1alpha1", "middlewares"),
+    ("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy"): ("/apis/gateway.envoyproxy.io/v1alpha1", "securitypolicies"),
     ("toolshare.dev/v1alpha1", "ToolRun"): ("/apis/toolshare.dev/v1alpha1", "toolruns"),
     ("toolshare.dev/v1alpha1", "RunShare"): ("/apis/toolshare.dev/v1alpha1", "runshares"),
     ("toolshare.dev/v1alpha1", "ImageShare"): ("/apis/toolshare.dev/v1alpha1", "imageshares"),

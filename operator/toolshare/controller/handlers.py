@@ -20,11 +20,15 @@ from toolshare.controller.work import RT, listed_runs, reconcile_run, reconcile_
 from toolshare.policy import Policy
 from toolshare.settings import Settings
 from toolshare.state import views
-from toolshare.state.cache import CACHE
+from toolshare.state.cache import CACHE, project
 from toolshare.state.relist import relisted
 
 log = logging.getLogger("toolshare.handlers")
 MANAGED = {model.LABEL_MANAGED_BY: model.MANAGED_BY}
+# Children whose status another controller writes and no decision reads: a Gateway controller
+# rewrites every HTTPRoute's status.parents on each change of its Gateway (Envoy Gateway does the
+# same to SecurityPolicies). Such a write is not a reason to reconcile the run.
+STATUS_OF_OTHERS = frozenset(plural for _, _, plural, _ in views.GATEWAY_KINDS)
 
 
 @kopf.on.startup()
@@ -117,6 +121,8 @@ def _child_handler(plural: str):
             relisted(plural, f"child_{plural}", on_child, RT.reconciler.kube)
         if model.LABEL_RUN not in labels:
             return
+        before = (_cached_child(plural, namespace, labels[model.LABEL_RUN], body["metadata"].get("uid"))
+                  if event["type"] == "MODIFIED" and plural in STATUS_OF_OTHERS else None)
         if event["type"] == "DELETED":
             CACHE.drop(plural, body)
             RT.reconciler.written.deleted(body)
@@ -125,7 +131,7 @@ def _child_handler(plural: str):
         # A child changed by someone else (deleted, edited) or a Pod's phase can make a run disagree
         # with its children. The initial listing (type None) needs nothing: each run's own initial
         # event reconciles it against the cache filled at start-up.
-        if event["type"] == "MODIFIED" and _own_echo(body):
+        if event["type"] == "MODIFIED" and (_own_echo(body) or (before is not None and _status_only(before, body))):
             return
         if event["type"] in ("DELETED", "MODIFIED"):
             run = labels[model.LABEL_RUN]
@@ -135,5 +141,24 @@ def _child_handler(plural: str):
     return on_child
 
 
-for _api_version, _kind, _plural, _path in views.CHILD_KINDS:
+def _cached_child(plural: str, namespace: str, run: str, uid: str | None) -> Mapping | None:
+    """The cache's copy of one child (its projection), before an event replaces it."""
+    for obj in CACHE.views[f"child_{plural}"].get((namespace, run), []):
+        if obj["metadata"].get("uid") == uid:
+            return obj
+    return None
+
+
+def _status_only(before: Mapping, body: Mapping) -> bool:
+    """Whether a MODIFIED child differs from the cached copy in nothing the cache keeps (identity,
+    labels, annotations, owners, spec: cache.project) but its resourceVersion, i.e. in its status."""
+    def kept(obj: Mapping) -> dict:
+        return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}}
+
+    return kept(before) == kept(project(body))
+
+
+# One handler per child kind the operator watches: views.configure_kinds decided them before this
+# module was imported (manager.py), so no handler is registered for a CRD that is not installed.
+for _api_version, _kind, _plural, _path in views.ACTIVE_CHILD_KINDS:
     kopf.on.event(*_api_version.split("/"), _plural, labels=MANAGED, id=f"child-{_plural}")(_child_handler(_plural))

@@ -26,7 +26,14 @@ from toolshare.state.cache import CACHE, project
 log = logging.getLogger("toolshare.reconcile")
 
 ANN_HASH = "toolshare.dev/render-hash"
-CHILD_KINDS = ("Pod", "Service", "Ingress", "NetworkPolicy")
+# Every kind of child the reconciler deletes when it is not desired: both routing families', so that
+# a change of TOOLSHARE_ROUTING or TOOLSHARE_GATEWAY_AUTH removes the other family's (the views list
+# them when they are served: state/views.configure_kinds).
+CHILD_KINDS = ("Pod", "Service", "Ingress", "NetworkPolicy", "HTTPRoute", "Middleware", "SecurityPolicy")
+# What routes an endpoint (answers on its host), and what lets a route call the gate.
+ROUTE_KINDS = ("Ingress", "HTTPRoute")
+AUTH_KINDS = ("Middleware", "SecurityPolicy")
+ROUTE_CHILD_KINDS = frozenset(ROUTE_KINDS + AUTH_KINDS)
 
 
 def render_hash(obj: Mapping) -> str:
@@ -79,6 +86,9 @@ class Written:
     max_age: float = 300.0
     _at: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
     _sweep_at: int = 1024
+    # Children we deleted whose DELETED event has not reached the cache yet: key -> uid. A reconcile
+    # in between (queued by the event of another child deleted just before) must not delete them again.
+    _gone: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
 
     @staticmethod
     def key(obj: Mapping) -> tuple[str, str, str, str]:
@@ -103,6 +113,19 @@ class Written:
         uid = (obj.get("metadata") or {}).get("uid")
         if mine is not None and (not uid or mine["metadata"].get("uid") in (None, uid)):
             self.forget(obj)
+        if self._gone.get(self.key(obj)) == uid:
+            del self._gone[self.key(obj)]
+
+    def deleting(self, obj: Mapping) -> None:
+        """We deleted `obj` (as the cache holds it): until its DELETED event drops it from the
+        cache, `already_deleted` says so."""
+        uid = (obj.get("metadata") or {}).get("uid")
+        if uid and self.version(uid):  # else the cache has dropped it already: no event to wait for
+            self._gone[self.key(obj)] = uid
+
+    def already_deleted(self, obj: Mapping) -> bool:
+        uid = (obj.get("metadata") or {}).get("uid")
+        return uid is not None and self._gone.get(self.key(obj)) == uid
 
     def sweep(self) -> None:
         """Drop the writes whose echo the cache holds (newest() would prefer the cache's copy)."""
@@ -116,6 +139,9 @@ class Written:
             if caught_up or self._at.get(key, 0) < old:
                 del self.objects[key]
                 self._at.pop(key, None)
+        for key, uid in list(self._gone.items()):
+            if not self.version(uid):  # the cache has dropped it
+                del self._gone[key]
         self._sweep_at = max(2 * len(self.objects), 1024)
 
     def newest(self, indexed: Mapping | None, desired_key) -> Mapping | None:
@@ -161,18 +187,31 @@ class Reconciler:
                    "choose another spec.friendlyName")
             conditions = set_condition(conditions, "Ready", False, "FriendlyNameConflict", msg, generation, now)
             desired = [finish_child(c, run) for c in render.render_children(run, shares, self.settings, now, runs_by_name, self.policy)
-                       if c["kind"] != "Ingress"]  # never take over another run's host
+                       if c["kind"] not in ROUTE_CHILD_KINDS]  # never take over another run's host
         else:
             desired = [finish_child(c, run) for c in render.render_children(run, shares, self.settings, now, runs_by_name, self.policy)]
             conditions = None  # set after the writes succeed
 
         failed = None
         wanted = {child_key(c) for c in desired}
+        # Endpoints whose auth object (Middleware, SecurityPolicy) could not be written: their route
+        # is not written either (an Envoy Gateway route without its SecurityPolicy is served without
+        # the gate). The renderer puts auth objects before the routes, so one pass decides.
+        blocked: set[str] = set()
+        # A route that is not as desired (its write failed or was blocked, its delete failed) may
+        # still rely on an auth object that is no longer desired: then no auth object is deleted.
+        routes_unsettled = False
         for child in desired:
             key = child_key(child)
             wkey = (child["kind"], ns, child["metadata"]["name"], "")
             actual = self.written.newest(children.get(key), wkey)
             if not needs_write(child, actual):
+                continue
+            endpoint = (child["metadata"].get("labels") or {}).get(model.LABEL_ENDPOINT)
+            if child["kind"] in ROUTE_KINDS and endpoint in blocked:
+                routes_unsettled = True
+                log.warning("run %s/%s: not writing %s %s without its auth object", ns, name, child["kind"],
+                            child["metadata"]["name"])
                 continue
             try:
                 if child["kind"] == "Pod" and actual is not None:
@@ -185,12 +224,24 @@ class Reconciler:
             except ApiError as e:
                 failed = f"writing {child['kind']} {child['metadata']['name']}: {e}"
                 log.warning("run %s/%s: %s", ns, name, failed)
-        for key, actual in children.items():
+                if child["kind"] in AUTH_KINDS:
+                    blocked.add(endpoint)
+                elif child["kind"] in ROUTE_KINDS:
+                    routes_unsettled = True
+        # Routes go before auth objects: an endpoint's auth object must not go while its route is served.
+        for key, actual in sorted(children.items(), key=lambda kv: kv[0][0] not in ROUTE_KINDS):
             if key not in wanted and key[0] in CHILD_KINDS:
+                if key[0] in AUTH_KINDS and routes_unsettled:
+                    continue  # the retry deletes it, once the routes are as desired
+                if self.written.already_deleted(actual):
+                    continue
                 try:
                     await self.kube.adelete(actual["apiVersion"], key[0], ns, key[1])
+                    self.written.deleting(actual)
                 except ApiError as e:
                     failed = f"deleting {key[0]} {key[1]}: {e}"
+                    if key[0] in ROUTE_KINDS:
+                        routes_unsettled = True
 
         if conditions is None:
             if failed:

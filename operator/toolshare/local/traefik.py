@@ -19,6 +19,7 @@ dashboard pages are empty.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import kubernetes
@@ -46,11 +47,42 @@ def ensure(log=print) -> Path:
 
 NAMESPACE, ACCOUNT = "toolshare-router", "traefik"
 INGRESS_CLASS, CONTROLLER = "nginx", "k8s.io/ingress-nginx"  # what the operator's Ingresses name
+# The Gateway API side: Traefik's GatewayClass, and the Gateway the operator's HTTPRoutes attach to
+# (TOOLSHARE_GATEWAY=toolshare-router/toolshare).
+GATEWAY_CLASS, GATEWAY_CONTROLLER, GATEWAY = "toolshare-traefik", "traefik.io/gateway-controller", "toolshare"
+GATEWAY_API = "gateway.networking.k8s.io"
+GATEWAY_KINDS = ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants", "backendtlspolicies")
+TRAEFIK_KINDS = ("ingressroutes", "ingressroutetcps", "ingressrouteudps", "middlewares", "middlewaretcps",
+                 "serverstransports", "serverstransporttcps", "tlsoptions", "tlsstores", "traefikservices")
 
 
-def rbac_objects() -> list[dict]:
+def traefik_crds() -> list[Path]:
+    """Traefik's own CRDs (its kubernetesCRD provider waits for all ten), from its module."""
+    from toolshare.local import gatewayapi
+
+    directory = gatewayapi.pinned_dir(gatewayapi.TRAEFIK) / "docs/content/reference/dynamic-configuration"
+    return sorted(directory.glob("traefik.io_*.yaml"))
+
+
+def _documents(files: list[Path]) -> list[dict]:
+    return [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+
+
+def gateway_objects(port: int) -> list[dict]:
+    """Traefik's GatewayClass, and a Gateway whose HTTP listener is Traefik's `web` entry point (a
+    listener's port must be an entry point's), open to routes from every namespace."""
+    return [
+        {"apiVersion": f"{GATEWAY_API}/v1", "kind": "GatewayClass", "metadata": {"name": GATEWAY_CLASS},
+         "spec": {"controllerName": GATEWAY_CONTROLLER}},
+        {"apiVersion": f"{GATEWAY_API}/v1", "kind": "Gateway", "metadata": {"name": GATEWAY, "namespace": NAMESPACE},
+         "spec": {"gatewayClassName": GATEWAY_CLASS, "listeners": [
+             {"name": "web", "protocol": "HTTP", "port": port, "allowedRoutes": {"namespaces": {"from": "All"}}}]}},
+    ]
+
+
+def rbac_objects(gateway: bool = False) -> list[dict]:
     """The router's namespace, service account and what its providers read (Traefik's documented
-    RBAC for the ingress-nginx provider), and the IngressClass that makes it take Toolshare's Ingresses."""
+    RBAC), and the IngressClass that makes it take Toolshare's Ingresses."""
     rules = [
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["services", "secrets"], "verbs": ["get", "list", "watch"]},
@@ -59,6 +91,13 @@ def rbac_objects() -> list[dict]:
          "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update"]},
     ]
+    if gateway:
+        rules += [
+            {"apiGroups": [""], "resources": ["namespaces", "configmaps"], "verbs": ["list", "watch"]},
+            {"apiGroups": [GATEWAY_API], "resources": list(GATEWAY_KINDS), "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [GATEWAY_API], "resources": [f"{k}/status" for k in GATEWAY_KINDS], "verbs": ["update"]},
+            {"apiGroups": ["traefik.io"], "resources": list(TRAEFIK_KINDS), "verbs": ["get", "list", "watch"]},
+        ]
     name = f"{NAMESPACE}:{ACCOUNT}"
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
@@ -74,9 +113,10 @@ def rbac_objects() -> list[dict]:
 
 
 def static_config(*, server: str, token_file: Path, ca_file: Path, port: int, ops_port: int,
-                  access_log: Path) -> dict:
+                  access_log: Path, gateway: bool = False) -> dict:
     """Traefik's static configuration: one HTTP entry point on loopback, ping on another, the
-    ingress-nginx provider against `server`."""
+    ingress-nginx provider against `server`; with `gateway` also the Gateway API provider and the
+    CRD provider its ExtensionRef filters name Middlewares through."""
     kube = {"endpoint": server, "token": str(token_file), "certAuthFilePath": str(ca_file),
             "throttleDuration": "0s"}  # every change at once: the tests time share -> first answer
     return {
@@ -90,7 +130,10 @@ def static_config(*, server: str, token_file: Path, ca_file: Path, port: int, op
         },
         "ping": {"entryPoint": "ops"},
         "providers": {"kubernetesIngressNGINX": {**kube, "ingressClass": INGRESS_CLASS,
-                                                 "controllerClass": CONTROLLER}},
+                                                 "controllerClass": CONTROLLER},
+                      **({"kubernetesGateway": kube,
+                          # Nodes are not read (cluster-scope resources off): nothing here needs them.
+                          "kubernetesCRD": {**kube, "disableClusterScopeResources": True}} if gateway else {})},
         "log": {"level": "INFO"},
         "accessLog": {"filePath": str(access_log)},
     }
@@ -109,10 +152,12 @@ class Traefik:
     """Traefik in the foreground, reading the cluster at `client`'s server as the router's account.
     `url` is its HTTP entry point; requests name the run's host in Host."""
 
-    def __init__(self, directory: Path, client: kubernetes.client.ApiClient):
+    def __init__(self, directory: Path, client: kubernetes.client.ApiClient, gateway: bool = False):
+        """`gateway`: also install the Gateway API CRDs (experimental channel) and Traefik's, and
+        serve the HTTPRoutes attached to the Gateway toolshare-router/toolshare."""
         from toolshare.local.controlplane.cluster import free_port
 
-        self.dir, self.client = directory, client
+        self.dir, self.client, self.gateway = directory, client, gateway
         self.port, self.ops_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.service = None
@@ -121,7 +166,14 @@ class Traefik:
         from toolshare.local.services import Service
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        apply(self.client, rbac_objects())
+        gateway = self.gateway
+        if gateway:  # the providers wait forever for a CRD that is missing when they start
+            from toolshare.local import gatewayapi
+
+            crds = _documents([*gatewayapi.gateway_api_crds(), *traefik_crds()])
+            apply(self.client, crds)
+            _wait_established(self.client, [c["metadata"]["name"] for c in crds])
+        apply(self.client, rbac_objects(gateway))
         token = kubernetes.client.CoreV1Api(self.client).create_namespaced_service_account_token(
             ACCOUNT, NAMESPACE, {"spec": {"expirationSeconds": 7 * 24 * 3600}}).status.token
         token_file, ca_file = self.dir / "token", self.dir / "ca.crt"
@@ -129,7 +181,8 @@ class Traefik:
         token_file.chmod(0o600)
         ca_file.write_text(Path(self.client.configuration.ssl_ca_cert).read_text())
         config = static_config(server=self.client.configuration.host, token_file=token_file, ca_file=ca_file,
-                               port=self.port, ops_port=self.ops_port, access_log=self.dir / "access.log")
+                               port=self.port, ops_port=self.ops_port, access_log=self.dir / "access.log",
+                               gateway=gateway)
         (self.dir / "traefik.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         # A kubeconfig or in-cluster variables would win over the endpoint and token above.
         env = {k: v for k, v in os.environ.items()
@@ -137,11 +190,24 @@ class Traefik:
         argv = [str(ensure()), f"--configFile={self.dir / 'traefik.yaml'}"]
         self.service = Service("traefik", argv, f"http://127.0.0.1:{self.ops_port}/ping", self.dir / "traefik.log",
                                base_env=env).start(timeout)
+        if gateway:
+            apply(self.client, gateway_objects(self.port))
         return self
 
     def stop(self) -> None:
         if self.service is not None:
             self.service.stop()
+
+
+def _wait_established(client: kubernetes.client.ApiClient, names: list[str], timeout: float = 60.0) -> None:
+    ext = kubernetes.client.ApiextensionsV1Api(client)
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while not any(c.type == "Established" and c.status == "True"
+                      for c in ext.read_custom_resource_definition(name).status.conditions or []):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"CRD {name} not Established after {timeout:.0f}s")
+            time.sleep(0.2)
 
 
 if __name__ == "__main__":

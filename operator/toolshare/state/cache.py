@@ -36,8 +36,11 @@ IndexFn = Callable[..., Mapping | None]
 # The children the operator renders (render.py), and the fields the API server fills in on them that
 # the renderer never sets: a comparison (conditions.contains(actual, desired)) only reads the
 # desired object's fields, so the cache need not keep these (tests/unit/test_cache.py checks
-# that no rendered child sets one).
-CHILD_KINDS = frozenset({"Pod", "Service", "Ingress", "NetworkPolicy"})
+# that no rendered child sets one). The Gateway API routes and their auth objects are children
+# too: their status (an HTTPRoute's status.parents, rewritten by the Gateway controller) is read by
+# no decision. Their CRDs' defaults land below the top-level spec keys the renderer sets
+# (backendRefs[].weight, extAuth.failOpen), where contains() ignores extra keys: nothing to drop.
+CHILD_KINDS = frozenset({"Pod", "Service", "Ingress", "NetworkPolicy", "HTTPRoute", "Middleware", "SecurityPolicy"})
 SERVER_FILLED_SPEC = {
     "Service": frozenset({"clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy",
                           "sessionAffinity", "sessionAffinityConfig", "externalTrafficPolicy",
@@ -136,6 +139,19 @@ _SAMPLES = [
      "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "toolshare", "toolshare.dev/run": "r"}},
               "policyTypes": ["Ingress"], "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {
                   "kubernetes.io/metadata.name": "ingress-nginx"}}}], "ports": [{"port": 8888, "protocol": "TCP"}]}]}},
+    # Gateway mode (render/httproute.py): a route and a Traefik forwardAuth Middleware.
+    {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": _META,
+     "spec": {"parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "gateways",
+                              "name": "public"}],
+              "hostnames": ["r.toolshare.localhost"],
+              "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                         "filters": [{"type": "ExtensionRef", "extensionRef": {
+                             "group": "traefik.io", "kind": "Middleware", "name": "r-lab-0000000000"}}],
+                         "backendRefs": [{"group": "", "kind": "Service", "name": "r", "port": 8888, "weight": 1}]}]}},
+    {"apiVersion": "traefik.io/v1alpha1", "kind": "Middleware", "metadata": _META,
+     "spec": {"forwardAuth": {"address": "http://toolshare-gate.toolshare-system.svc.cluster.local:8080/check/ns/r/lab",
+                              "authResponseHeaders": ["X-Auth-Request-User", "X-Auth-Request-Email",
+                                                      "X-Auth-Request-Groups"]}}},
 ]
 _ZDICT = b"".join(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL) for sample in _SAMPLES)
 

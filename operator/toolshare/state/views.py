@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from toolshare import model
 from toolshare.images import parse_image
-from toolshare.settings import Settings
+from toolshare.settings import ENVOY_GATEWAY, EXTERNAL_AUTH, TRAEFIK, Settings
 from toolshare.state.cache import CACHE, Source, limit_malloc_arenas, list_pages, release_memory
 
 log = logging.getLogger("toolshare.state")
@@ -24,10 +24,24 @@ API_VERSION = model.API_VERSION
 CHILD_SELECTOR = f"{model.LABEL_MANAGED_BY}={model.MANAGED_BY},{model.LABEL_RUN}"
 
 # (api version, kind, plural, list path) of each child kind; only labelled children are listed.
-CHILD_KINDS = (("v1", "Pod", "pods", "/api/v1/pods"), ("v1", "Service", "services", "/api/v1/services"),
-               ("networking.k8s.io/v1", "Ingress", "ingresses", "/apis/networking.k8s.io/v1/ingresses"),
-               ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies",
-                "/apis/networking.k8s.io/v1/networkpolicies"))
+_POD = ("v1", "Pod", "pods", "/api/v1/pods")
+_SERVICE = ("v1", "Service", "services", "/api/v1/services")
+_INGRESS = ("networking.k8s.io/v1", "Ingress", "ingresses", "/apis/networking.k8s.io/v1/ingresses")
+_NETWORK_POLICY = ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", "/apis/networking.k8s.io/v1/networkpolicies")
+_HTTPROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", "/apis/gateway.networking.k8s.io/v1/httproutes")
+_MIDDLEWARE = ("traefik.io/v1alpha1", "Middleware", "middlewares", "/apis/traefik.io/v1alpha1/middlewares")
+_SECURITY_POLICY = ("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy", "securitypolicies",
+                    "/apis/gateway.envoyproxy.io/v1alpha1/securitypolicies")
+# Every run has these; the routes are one family or the other (TOOLSHARE_ROUTING).
+BASE_CHILD_KINDS = (_POD, _SERVICE, _NETWORK_POLICY)
+INGRESS_KINDS = (_INGRESS,)
+GATEWAY_KINDS = (_HTTPROUTE, _MIDDLEWARE, _SECURITY_POLICY)
+# Every kind a child view exists for (a view of a kind never filled is an empty dict), in the
+# order they are listed and watched.
+CHILD_KINDS = (_POD, _SERVICE, _INGRESS, _NETWORK_POLICY, _HTTPROUTE, _MIDDLEWARE, _SECURITY_POLICY)
+# What the operator lists, watches and reads children from: set by configure_kinds before the
+# handlers are imported (manager.py); until then what ingress mode always had.
+ACTIVE_CHILD_KINDS = (_POD, _SERVICE, _INGRESS, _NETWORK_POLICY)
 ALL = "all"
 
 
@@ -141,12 +155,115 @@ def shares_naming(user: str, groups) -> list[Mapping]:
     return [found[k] for k in sorted(found)]
 
 
+# --- which route kinds: decided once, before kopf starts --------------------------------------
+
+class KindsUnavailable(RuntimeError):
+    """A kind the configured routing needs is not served or not listable; the message says which."""
+
+
+# Why each route kind may be required, for the start-up error when it is not served.
+_NEEDED_FOR = {
+    "Ingress": "TOOLSHARE_ROUTING=ingress needs Ingresses (networking.k8s.io/v1)",
+    "HTTPRoute": ("TOOLSHARE_ROUTING=gateway needs the HTTPRoute CRD (gateway.networking.k8s.io/v1) of the "
+                  "Gateway API; TOOLSHARE_GATEWAY_AUTH=external-auth needs its experimental channel"),
+    "Middleware": "TOOLSHARE_GATEWAY_AUTH=traefik needs Traefik's Middleware CRD (traefik.io/v1alpha1)",
+    "SecurityPolicy": ("TOOLSHARE_GATEWAY_AUTH=envoy-gateway needs Envoy Gateway's SecurityPolicy CRD "
+                       "(gateway.envoyproxy.io/v1alpha1)"),
+}
+HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+CHANNEL_ANNOTATION = "gateway.networking.k8s.io/channel"
+
+
+def required_kinds(settings: Settings) -> tuple[str, ...]:
+    """The route kinds the configured routing writes: without them it cannot run."""
+    if not settings.gateway_routing:
+        return ("Ingress",)
+    return ("HTTPRoute",) + {TRAEFIK: ("Middleware",), ENVOY_GATEWAY: ("SecurityPolicy",)}.get(settings.gateway_auth, ())
+
+
+def configure_kinds(settings: Settings, served: set[str]) -> tuple[tuple[str, str, str, str], ...]:
+    """Decide ACTIVE_CHILD_KINDS: every run's kinds, the configured routing's, and every other route
+    kind in `served` (what probe_kinds found served and listable). Watching the other kinds is what
+    removes a run's routes of the other family after TOOLSHARE_ROUTING (or the auth flavour) changed:
+    they are then children that are not desired. Call it before the handlers are imported."""
+    global ACTIVE_CHILD_KINDS
+    wanted = set(required_kinds(settings)) | set(served)
+    ACTIVE_CHILD_KINDS = tuple(k for k in CHILD_KINDS if k in BASE_CHILD_KINDS or k[1] in wanted)
+    log.info("watching children of kinds %s", ", ".join(k[1] for k in ACTIVE_CHILD_KINDS))
+    return ACTIVE_CHILD_KINDS
+
+
+def probe_kinds(kube, settings: Settings) -> set[str]:
+    """Which route kinds (Ingress and the Gateway ones) the API server serves and lets us list
+    (blocking): one LIST of at most one labelled object each. A kind the configured routing needs
+    and cannot have raises KindsUnavailable naming it; another kind not served is skipped silently,
+    one not listable (403) with a warning, since its leftovers then cannot be cleaned up."""
+    required = required_kinds(settings)
+    served: set[str] = set()
+    problems: list[str] = []
+    for api_version, kind, plural, path in INGRESS_KINDS + GATEWAY_KINDS:
+        status = _probe(kube, path)
+        if status == 200:
+            served.add(kind)
+        elif kind in required:
+            problems.append(f"{_NEEDED_FOR[kind]}: " + (
+                f"{path} is not served (install the CRD)" if status == 404 else
+                f"listing {plural} is forbidden to the operator (RBAC: manifests/rbac/operator-clusterrole-gateway.yaml "
+                "for the Gateway kinds)" if status == 403 else f"listing {path} answered {status}"))
+        elif status == 403:
+            log.warning("%s (%s) are served but the operator may not list them: routes of that kind left by an "
+                        "earlier TOOLSHARE_ROUTING or TOOLSHARE_GATEWAY_AUTH are not cleaned up", plural, api_version)
+        elif status != 404:
+            log.warning("probing %s answered %s: not watching %s", path, status, plural)
+    if not problems and settings.gateway_routing and settings.gateway_auth == EXTERNAL_AUTH:
+        channel = _httproute_channel(kube)
+        if channel not in (None, "experimental"):
+            problems.append(f"{_NEEDED_FOR['HTTPRoute']}: the installed HTTPRoute CRD is of the {channel!r} channel, "
+                            "which refuses the ExternalAuth filter")
+    if problems:
+        raise KindsUnavailable("the configured routing cannot run:\n  " + "\n  ".join(problems))
+    return served
+
+
+def _probe(kube, path: str, timeout: float = 60.0) -> int:
+    """The HTTP status of a one-item labelled LIST of `path`; transient failures (the API server
+    away, 429, 5xx) are retried for `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kube.request("GET", path, query=[("limit", "1"), ("labelSelector", CHILD_SELECTOR)])
+            return 200
+        except Exception as e:  # noqa: BLE001 - an ApiError (status), or the client library's connection error
+            status = getattr(e, "status", 0)
+            if isinstance(status, int) and 400 <= status < 500 and status != 429:
+                return status
+            error = e
+        if time.monotonic() > deadline:
+            raise KindsUnavailable(f"probing {path} failed for {timeout:.0f}s: {error}") from error
+        log.warning("probing %s failed (%s); trying again", path, error)
+        time.sleep(1.0)
+
+
+def _httproute_channel(kube) -> str | None:
+    """The Gateway API release channel of the installed HTTPRoute CRD (its channel annotation);
+    None when it cannot be told (no annotation, or the CRD not listable)."""
+    try:
+        found = kube.request("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                             query=[("fieldSelector", f"metadata.name={HTTPROUTE_CRD}")])
+    except Exception as e:  # noqa: BLE001 - only a check: the API server refuses bad routes anyway
+        log.warning("could not read the %s CRD to check its channel: %s", HTTPROUTE_CRD, e)
+        return None
+    for crd in found.get("items") or []:
+        return ((crd.get("metadata") or {}).get("annotations") or {}).get(CHANNEL_ANNOTATION)
+    return None
+
+
 def fill(kube) -> None:
     """LIST every watched kind into the cache (blocking), before any watch or handler starts."""
     started = time.monotonic()
     kinds = [("toolruns", API_VERSION, "ToolRun"), ("runshares", API_VERSION, "RunShare"),
              ("imageshares", API_VERSION, "ImageShare")]
-    kinds += [(plural, api_version, kind) for api_version, kind, plural, _ in CHILD_KINDS]
+    kinds += [(plural, api_version, kind) for api_version, kind, plural, _ in ACTIVE_CHILD_KINDS]
     counts = {}
     limit_malloc_arenas()  # before the write threads start
     for plural, api_version, kind in kinds:
@@ -202,7 +319,7 @@ def share_runs(namespace: str, share: Mapping) -> dict[str, Mapping]:
 def children(namespace: str, run_name: str) -> dict[tuple[str, str], Mapping]:
     """(kind, name) -> the run's children as the cache holds them."""
     out = {}
-    for _, _, plural, _ in CHILD_KINDS:
+    for _, _, plural, _ in ACTIVE_CHILD_KINDS:
         for obj in CACHE.views[f"child_{plural}"].get((namespace, run_name), []):
             out[(obj["kind"], obj["metadata"]["name"])] = obj
     return out
