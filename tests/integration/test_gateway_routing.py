@@ -16,9 +16,8 @@ import kubernetes
 import pytest
 
 from tests.support import rbac
-from tests.support.install import start_operator, wait_for_principals_policy, webhook_port
+from tests.support.install import resume_session_operator, start_operator
 from tests.support.objects import Toolshare, runshare
-from tests.support.operator_process import wait_for_webhooks
 from tests.support.routing import through
 from tests.support.tools import echo_run, tool_ready
 from tests.support.wait import wait_for
@@ -42,9 +41,7 @@ def gateway_operator(cluster, operator, router, gate_port, tmp_path_factory):
         if proc is not None:
             proc.stop()
         rbac.remove_gateway(cluster)  # back to the session's installation: ingress mode
-        operator.start()
-        wait_for_webhooks(cluster, webhook_port(operator), operator)
-        wait_for_principals_policy(cluster)
+        resume_session_operator(cluster, operator)
 
 
 def _routes(client, namespace: str, plural: str, group: str, version: str) -> list[dict]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,9 +24,9 @@ import kubernetes
 import pytest
 
 from tests.support import cluster as support, helm as h, rbac
-from tests.support.install import wait_for_principals_policy, webhook_port
+from tests.support.install import resume_session_operator
 from tests.support.objects import GROUP, VERSION, Toolshare, runshare, toolrun
-from tests.support.operator_process import WEBHOOK_CONFIG, wait_for_webhooks
+from tests.support.operator_process import WEBHOOK_CONFIG
 from tests.support.rbac import bind_edit, service_account_kubeconfig
 from tests.support.routing import through
 from tests.support.tools import echo_run, routed
@@ -87,9 +86,7 @@ def handed_over(cluster, operator):
         yield
     finally:
         rbac.install(ensure_binaries(), cluster)
-        operator.start()
-        wait_for_webhooks(cluster, webhook_port(operator), operator)
-        wait_for_principals_policy(cluster)
+        resume_session_operator(cluster, operator)
 
 
 def _rolled_out(deployment, replicas: int) -> bool:
@@ -237,21 +234,13 @@ class Installed:
         svc = devservices.Service("operator", argv, f"http://127.0.0.1:{health}/healthz",
                                   self.work / "operator.log", env=env).start()
         self.procs.append(svc)
-        wait_for(lambda: _listening(self.webhook_port), timeout=60, what="the operator's webhook server")
+        wait_for(lambda: devservices.listening(self.webhook_port), timeout=60, what="the operator's webhook server")
         return svc
 
     def stop(self) -> None:
         for p in self.procs:
             p.stop()
         self.procs.clear()
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _release_objects(tc, release: str) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import kubernetes
 import pytest
 
 from tests.support.expected import converged

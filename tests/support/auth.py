@@ -45,14 +45,6 @@ def gate(cluster, crds, oauth2_proxy, gate_port, tmp_path_factory):
     svc.stop()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None  # a redirect is an answer to look at, not to follow
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
 def get(url: str, token: str | None = None, headers: dict | None = None) -> tuple[int, dict, str]:
     """(status, headers, body) of a GET, bearer `token` if given; no redirects, no raise on errors."""
     h = dict(headers or {})
@@ -60,7 +52,7 @@ def get(url: str, token: str | None = None, headers: dict | None = None) -> tupl
         h["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, headers=h)
     try:
-        with _OPENER.open(req, timeout=10) as r:
+        with devservices.NO_REDIRECT.open(req, timeout=10) as r:
             return r.status, dict(r.headers), r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read().decode(errors="replace")

@@ -64,5 +64,13 @@ def wait_for_principals_policy(cluster, timeout: float = 60) -> None:
     wait_for(joined, timeout=timeout, what="the principals policy in effect")
 
 
+def resume_session_operator(cluster, operator: OperatorProcess) -> None:
+    """Start the session's operator again after a module borrowed the cluster, and wait until
+    admission is served as every later test expects: its webhooks, then the principals policy."""
+    operator.start()
+    wait_for_webhooks(cluster, webhook_port(operator), operator)
+    wait_for_principals_policy(cluster)
+
+
 def webhook_port(proc: OperatorProcess) -> int:
     return int(proc.env["TOOLSHARE_WEBHOOK_LISTEN"].rsplit(":", 1)[1])

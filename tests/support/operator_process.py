@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from toolshare.local.controlplane.cluster import free_port
+from toolshare.local.services import listening
 
 
 class OperatorProcess:
@@ -54,11 +54,7 @@ class OperatorProcess:
         if not listen:
             return True
         host, _, port = listen.rpartition(":")
-        try:
-            socket.create_connection(("127.0.0.1" if host in ("", "0.0.0.0") else host, int(port)), timeout=1).close()
-            return True
-        except OSError:
-            return False
+        return listening(int(port), "127.0.0.1" if host in ("", "0.0.0.0") else host)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:

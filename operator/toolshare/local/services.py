@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,24 @@ from toolshare.local.issuer import CLIENT_ID
 
 class ServiceError(RuntimeError):
     pass
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect is an answer to look at (the gate's sign-in), not to follow
+
+
+# urllib without redirects: a 3xx comes back as an HTTPError carrying its code and Location.
+NO_REDIRECT = urllib.request.build_opener(_NoRedirect)
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port now."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 class Service:

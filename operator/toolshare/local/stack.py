@@ -80,16 +80,11 @@ def _serving(client: kubernetes.client.ApiClient, namespace: str, service: str, 
                for sl in slices)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None  # the gate's sign-in redirect is an answer: the route exists
-
-
 def _routed(url: str, host: str, path: str) -> bool:
     """Whether the router has a route for host/path (it answers 404 until it loads the Ingress)."""
     request = urllib.request.Request(f"{url}{path}", headers={"Host": host})
     try:
-        with urllib.request.build_opener(_NoRedirect).open(request, timeout=5):
+        with devservices.NO_REDIRECT.open(request, timeout=5):
             return True
     except urllib.error.HTTPError as e:
         return e.code != 404
