@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import os
 import re
 import subprocess
 import tomllib
@@ -17,6 +18,7 @@ from tests.support import helm as h
 from toolshare.cli import main as cli
 from toolshare.local.controlplane.binaries import ensure_binaries
 from toolshare.local.dev import repo_root
+from toolshare.settings import Settings, SettingsError
 
 # kustomize cannot make a certificate: there the operator makes its own and keeps the configurations
 # itself (--webhook-service). helm install --create-namespace makes the namespace.
@@ -30,6 +32,14 @@ WEBHOOK_ONLY_ARGS = re.compile(r"^--webhook-(cert-dir|certs|config|service)=")
 POD_KEYS = ("serviceAccountName", "securityContext", "imagePullSecrets", "nodeSelector", "tolerations", "affinity")
 CONTAINER_KEYS = ("name", "image", "command", "env", "ports", "livenessProbe", "readinessProbe", "resources",
                   "securityContext")
+GATEWAY_RBAC = repo_root() / "manifests" / "rbac" / "operator-clusterrole-gateway.yaml"
+GATEWAY_COMPONENT = repo_root() / "manifests" / "components" / "gateway"
+ROUTING_ENV = ("TOOLSHARE_ROUTING", "TOOLSHARE_GATEWAY", "TOOLSHARE_GATEWAY_SECTION", "TOOLSHARE_GATEWAY_AUTH")
+GATEWAY_VALUES = {"routing.backend": "gateway", "routing.gateway.name": "public",
+                  "routing.gateway.namespace": "gateways", "routing.gateway.sectionName": "https"}
+# settings.py's refusal of a gate URL that names no Service, for the flavours that refer to the Service.
+NOT_A_SERVICE = ("the route's auth refers to the gate's Service, not a URL: the host must be the Service's cluster "
+                 "DNS name, <service>.<namespace>.svc or <service>.<namespace>.svc.cluster.local")
 
 
 def _selector(sel: dict) -> dict:
@@ -68,7 +78,8 @@ def test_helm_lint_strict_with_defaults_and_every_option():
     h.helm("lint", "--strict", str(h.CHART))
     for values in ({"certManager.enabled": "true", "metrics.serviceMonitor.enabled": "true"},
                    {"webhooks.enabled": "false", "crds.enabled": "false", "gate.pdb.enabled": "false"},
-                   {"webhooks.url": "https://127.0.0.1:9443", "logFormat": "json", "policy.directory.enabled": "true"}):
+                   {"webhooks.url": "https://127.0.0.1:9443", "logFormat": "json", "policy.directory.enabled": "true"},
+                   {**GATEWAY_VALUES, "routing.gateway.auth": "envoy-gateway"}):
         h.helm("lint", "--strict", str(h.CHART), *h.set_args(values))
 
 
@@ -78,14 +89,37 @@ def test_helm_lint_strict_with_defaults_and_every_option():
     ({"gate.replicas": "0"}, "at '/gate/replicas'"),
     ({"logFormat": "xml"}, "at '/logFormat'"),
     ({"policy.trustedAppliers[0]": "robot"}, "at '/policy/trustedAppliers/0': 'robot' does not match"),
+    ({"routing.backend": "foo"}, "at '/routing/backend': value must be one of 'ingress', 'gateway'"),
+    ({"routing.backend": "gateway"}, "at '/routing/gateway/name': minLength: got 0, want 1"),
+    ({"routing.backend": "gateway", "routing.gateway.name": "public"},
+     "at '/routing/gateway/namespace': minLength: got 0, want 1"),
+    ({**GATEWAY_VALUES, "routing.gateway.auth": "bogus"},
+     "at '/routing/gateway/auth': value must be one of 'external-auth', 'traefik', 'envoy-gateway'"),
+    ({**GATEWAY_VALUES, "routing.gateway.name": "Public"}, "at '/routing/gateway/name': 'Public' does not match"),
+    ({**GATEWAY_VALUES, "routing.gateway.namespace": "gate.ways"},
+     "at '/routing/gateway/namespace': 'gate.ways' does not match"),
+    ({**GATEWAY_VALUES, "routing.gateway.sectionName": "Web Listener"},
+     "at '/routing/gateway/sectionName': 'Web Listener' does not match"),
+    ({"routing.gatway.name": "public"}, "at '/routing': additional properties 'gatway' not allowed"),
 ])
 def test_values_are_validated_by_the_schema(values, message):
     proc = h.helm("template", "t", str(h.CHART), *h.set_args(values), check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
 
 
-def test_kustomize_base_is_the_chart_defaults():
-    chart, kust = h.by_key(h.template()[1]), h.by_key(h.kustomize()[1])
+def _env_by_name(docs: list[dict]) -> list[dict]:
+    """The Deployments' env sorted by name: a strategic merge patch (an overlay's, a component's) puts
+    the entries it names first, which changes nothing the container sees (no env refers to another)."""
+    docs = [yaml.safe_load(yaml.safe_dump(d)) for d in docs]
+    for d in docs:
+        if d["kind"] == "Deployment":
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                c["env"] = sorted(c.get("env", []), key=lambda e: e["name"])
+    return docs
+
+
+def _assert_same_install(chart_docs: list[dict], kust_docs: list[dict], what: str) -> None:
+    chart, kust = h.by_key(chart_docs), h.by_key(kust_docs)
     assert set(chart) - set(kust) == CHART_ONLY
     assert set(kust) - set(chart) == KUSTOMIZE_ONLY
     diffs = []
@@ -94,7 +128,11 @@ def test_kustomize_base_is_the_chart_defaults():
         if a != b:
             diffs.append("\n".join(difflib.unified_diff(a, b, f"helm template {key}", f"kubectl kustomize {key}",
                                                         lineterm="")))
-    assert not diffs, "manifests/ differs from the chart's defaults:\n" + "\n\n".join(diffs)
+    assert not diffs, f"{what}:\n" + "\n\n".join(diffs)
+
+
+def test_kustomize_base_is_the_chart_defaults():
+    _assert_same_install(h.template()[1], h.kustomize()[1], "manifests/ differs from the chart's defaults")
 
 
 def test_chart_rbac_is_the_least_privilege_of_manifests():
@@ -119,8 +157,7 @@ def test_webhook_configurations_are_what_the_operator_would_write(values):
     from toolshare.policy import Policy
 
     chart = h.by_key(h.template(values)[1])
-    env = chart[("Deployment", "toolshare-operator")]["spec"]["template"]["spec"]["containers"][0]["env"]
-    policy = Policy.from_env({e["name"]: e.get("value", "") for e in env})
+    policy = Policy.from_env({e["name"]: e.get("value", "") for e in _env(chart[("Deployment", "toolshare-operator")])})
     ca = chart[("Secret", "toolshare-webhook-tls")]["data"]["ca.crt"]
     client = {"service": {"namespace": "toolshare-system", "name": "toolshare-webhook", "port": 443}, "caBundle": ca}
     for expected in webhookconfig.configurations("toolshare-admission", client, policy):
@@ -215,3 +252,126 @@ def test_rendered_chart_and_kustomize_are_accepted_by_the_api_server(cluster, na
         assert e.status == 409  # the session operator's RBAC made it already
     text, docs = h.kustomize()
     assert _dry_run(cluster, text).count("(server dry run)") == len(docs)
+    text, docs = h.template({**GATEWAY_VALUES, "routing.gateway.auth": "traefik"}, namespace=namespace)
+    assert ("ClusterRole", "toolshare-operator-gateway") in h.by_key(docs)
+    assert _dry_run(cluster, text).count("(server dry run)") == len(docs)
+
+
+def _env(deployment: dict) -> list[dict]:
+    return deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+
+
+def _settings(env: list[dict]) -> Settings:
+    """The operator's settings from a rendered env, validated as at start-up (Settings.__post_init__)."""
+    return Settings.from_env({e["name"]: e.get("value", "") for e in env})
+
+
+def _source(kind: str, path=GATEWAY_RBAC) -> dict:
+    return next(d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == kind)
+
+
+def test_default_render_is_ingress_routing_without_the_gateway_rules():
+    docs = h.by_key(h.template()[1])
+    assert not [k for k in docs if k[1].endswith("-operator-gateway")]
+    env = _env(docs[("Deployment", "toolshare-operator")])
+    assert [e for e in env if e["name"] in ROUTING_ENV] == [{"name": "TOOLSHARE_ROUTING", "value": "ingress"}]
+    assert not _settings(env).gateway_routing
+    # The gate routes nothing: it gets the shared settings only.
+    assert not [e for e in _env(docs[("Deployment", "toolshare-gate")]) if e["name"] in ROUTING_ENV]
+
+
+@pytest.mark.parametrize("auth", ["external-auth", "traefik", "envoy-gateway"])
+def test_gateway_backend_renders_the_routing_env_and_the_gateway_rules(auth):
+    docs = h.by_key(h.template({**GATEWAY_VALUES, "routing.gateway.auth": auth}, release="lab",
+                               namespace="tools")[1])
+    env = _env(docs[("Deployment", "lab-toolshare-operator")])
+    assert [e for e in env if e["name"] in ROUTING_ENV] == [
+        {"name": "TOOLSHARE_ROUTING", "value": "gateway"}, {"name": "TOOLSHARE_GATEWAY", "value": "gateways/public"},
+        {"name": "TOOLSHARE_GATEWAY_SECTION", "value": "https"}, {"name": "TOOLSHARE_GATEWAY_AUTH", "value": auth}]
+    settings = _settings(env)  # what the operator would start with: accepted
+    assert settings.gateway_routing and settings.gateway_ref == ("gateways", "public")
+    assert (settings.gateway_section, settings.gateway_auth) == ("https", auth)
+    if auth != "traefik":  # the default gate URL is this release's Service
+        assert settings.gate_service == ("lab-toolshare-gate", "tools", 8080, "")
+    role = docs[("ClusterRole", "lab-toolshare-operator-gateway")]
+    assert role["rules"] == _source("ClusterRole")["rules"]
+    binding = docs[("ClusterRoleBinding", "lab-toolshare-operator-gateway")]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "lab-toolshare-operator-gateway"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "lab-toolshare-operator", "namespace": "tools"}]
+
+
+@pytest.mark.parametrize("auth, gate_url, refused", [
+    ("envoy-gateway", "http://10.0.0.7:8080", True),
+    ("envoy-gateway", "http://gate.example.org", True),
+    ("envoy-gateway", "http://Gate.tools.svc", True),
+    ("envoy-gateway", "http://1gate.tools.svc", True),  # a Service name starts with a letter
+    ("envoy-gateway", "http://gate.tools.svc:0", True),
+    ("envoy-gateway", "http://gate.tools.svc:65536", True),
+    ("envoy-gateway", "http://gate.tools.svc.cluster.local:8080/prefix", False),
+    ("envoy-gateway", "https://gate.tools.svc", False),
+    ("external-auth", "http://10.0.0.7:8080", True),
+    ("external-auth", "http://gate.tools.svc.cluster.local:65535", False),
+    ("traefik", "http://10.0.0.7:8080", False),  # calls the URL: any address will do
+])
+def test_a_gate_url_is_refused_by_the_chart_exactly_when_the_operator_would(auth, gate_url, refused):
+    try:
+        Settings.from_env({"TOOLSHARE_ROUTING": "gateway", "TOOLSHARE_GATEWAY": "gateways/public",
+                           "TOOLSHARE_GATEWAY_AUTH": auth, "TOOLSHARE_GATE_URL": gate_url})
+        message = None
+    except SettingsError as e:
+        message = str(e)
+    assert (message is not None) == refused, message
+    values = {**GATEWAY_VALUES, "routing.gateway.auth": auth, "config.gateUrl": gate_url}
+    proc = h.helm("template", "t", str(h.CHART), *h.set_args(values), check=False)
+    if not refused:
+        assert proc.returncode == 0, proc.stderr
+        docs = h.by_key([d for d in yaml.safe_load_all(proc.stdout) if d])
+        assert _settings(_env(docs[("Deployment", "t-toolshare-operator")])).gate_url == gate_url
+    else:
+        assert NOT_A_SERVICE in message
+        assert proc.returncode != 0 and NOT_A_SERVICE in proc.stderr, proc.stderr
+        assert f"config.gateUrl: gate_url (TOOLSHARE_GATE_URL='{gate_url}')" in proc.stderr, proc.stderr
+        assert f"TOOLSHARE_GATEWAY_AUTH={auth} " in proc.stderr
+
+
+def _overlay(directory, patch: dict | None = None):
+    """A user's overlay of the base with the gateway component, `directory` anywhere (relative paths)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                     "resources": [os.path.relpath(h.MANIFESTS, directory)],
+                     "components": [os.path.relpath(GATEWAY_COMPONENT, directory)]}
+    if patch is not None:
+        kustomization["patches"] = [{"patch": yaml.safe_dump(patch)}]
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return directory
+
+
+def _operator_env_patch(env: dict[str, str]) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "toolshare-operator", "namespace": "toolshare-system"},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "operator", "env": [{"name": k, "value": v} for k, v in env.items()]}]}}}}
+
+
+def test_kustomize_gateway_component_adds_the_rules_and_waits_for_a_gateway(tmp_path):
+    docs = h.by_key(h.kustomize(_overlay(tmp_path / "bare"))[1])
+    assert docs[("ClusterRole", "toolshare-operator-gateway")]["rules"] == _source("ClusterRole")["rules"]
+    binding, source = docs[("ClusterRoleBinding", "toolshare-operator-gateway")], _source("ClusterRoleBinding")
+    assert (binding["roleRef"], binding["subjects"]) == (source["roleRef"], source["subjects"])
+    env = _env(docs[("Deployment", "toolshare-operator")])
+    assert [e for e in env if e["name"] in ROUTING_ENV] == [
+        {"name": "TOOLSHARE_ROUTING", "value": "gateway"}, {"name": "TOOLSHARE_GATEWAY", "value": ""},
+        {"name": "TOOLSHARE_GATEWAY_SECTION", "value": ""}, {"name": "TOOLSHARE_GATEWAY_AUTH", "value": "external-auth"}]
+    with pytest.raises(SettingsError, match=r"TOOLSHARE_GATEWAY=''\): is required with TOOLSHARE_ROUTING=gateway"):
+        _settings(env)  # the placeholder: the operator refuses to start until the overlay names the Gateway
+
+
+@pytest.mark.parametrize("auth", ["traefik", "envoy-gateway"])
+def test_kustomize_gateway_overlay_is_the_chart_with_backend_gateway(tmp_path, auth):
+    overlay = _overlay(tmp_path / "overlay", _operator_env_patch({
+        "TOOLSHARE_GATEWAY": "gateways/public", "TOOLSHARE_GATEWAY_SECTION": "https", "TOOLSHARE_GATEWAY_AUTH": auth}))
+    kust = h.kustomize(overlay)[1]
+    _settings(_env(h.by_key(kust)[("Deployment", "toolshare-operator")]))  # accepted
+    _assert_same_install(_env_by_name(h.template({**GATEWAY_VALUES, "routing.gateway.auth": auth})[1]),
+                         _env_by_name(kust), "the gateway component differs from the chart with routing.backend=gateway")

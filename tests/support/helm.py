@@ -35,11 +35,12 @@ def template(values: dict[str, str] | None = None, release: str = "toolshare",
     return text, [d for d in yaml.safe_load_all(text) if d]
 
 
-def kustomize() -> tuple[str, list[dict]]:
+def kustomize(directory: Path = MANIFESTS) -> tuple[str, list[dict]]:
     kubectl = ensure_binaries().path("kubectl")
-    text = subprocess.run([str(kubectl), "kustomize", str(MANIFESTS)], capture_output=True, text=True,
-                          check=True, timeout=120).stdout
-    return text, [d for d in yaml.safe_load_all(text) if d]
+    proc = subprocess.run([str(kubectl), "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise AssertionError(f"kubectl kustomize {directory} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc.stdout, [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
 def by_key(docs: list[dict]) -> dict[tuple[str, str], dict]:

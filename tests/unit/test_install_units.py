@@ -125,3 +125,70 @@ def test_every_chart_value_has_a_described_schema():
 
     schema["description"] = schema["title"]
     walk(values, schema, "")
+
+
+def test_chart_routing_values_mirror_the_operators_settings():
+    """values.yaml's routing block and its schema: the operator's choices, defaults and name checks
+    (settings.py), and the Gateway required with backend gateway."""
+    import re
+
+    import yaml
+
+    from toolshare import settings
+    from toolshare.principals import is_dns_label
+
+    chart = syncmanifests.ROOT / "charts" / "toolshare"
+    schema = json.loads((chart / "values.schema.json").read_text())["properties"]["routing"]
+    values = yaml.safe_load((chart / "values.yaml").read_text())["routing"]
+    default, gateway = settings.Settings(), schema["properties"]["gateway"]["properties"]
+    assert schema["properties"]["backend"]["enum"] == list(settings.ROUTING_BACKENDS)
+    assert gateway["auth"]["enum"] == list(settings.GATEWAY_AUTH_FLAVOURS)
+    assert (values["backend"], values["gateway"]["auth"]) == (default.routing, default.gateway_auth)
+    assert values["gateway"] == {"name": "", "namespace": "", "sectionName": "", "auth": default.gateway_auth}
+
+    def allowed(node, value):
+        return len(value) <= node["maxLength"] and re.search(node["pattern"], value) is not None
+
+    samples = ("", "public", "gw.example.org", "a-b", "a", "a" * 63, "a" * 64, "a." * 126 + "a", "Public", "-a",
+               "a-", "a_b", "a b", "a/b", ".a", "a..b", "web;x")
+    for value in samples:
+        subdomain = value == "" or settings._is_subdomain(value)
+        assert allowed(gateway["name"], value) == subdomain, value
+        assert allowed(gateway["sectionName"], value) == subdomain, value
+        assert allowed(gateway["namespace"], value) == (value == "" or is_dns_label(value)), value
+    assert schema["if"] == {"properties": {"backend": {"const": "gateway"}}, "required": ["backend"]}
+    required = schema["then"]["properties"]["gateway"]
+    assert required["required"] == ["name", "namespace"]
+    assert required["properties"] == {"name": {"minLength": 1}, "namespace": {"minLength": 1}}
+
+
+def test_kustomize_gateway_component_switches_the_base_to_gateway_routing():
+    """The component's env patch, merged by name into the base's (as kustomize does), is gateway mode
+    that the operator refuses until an overlay names the Gateway, and accepts once it does."""
+    import dataclasses
+
+    import yaml
+
+    from toolshare.settings import Settings, SettingsError
+
+    manifests = syncmanifests.ROOT / "manifests"
+    component = manifests / "components" / "gateway"
+
+    def env_of(path):
+        deployment = next(d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "Deployment")
+        return {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    base, patch = env_of(manifests / "operator" / "operator.yaml"), env_of(component / "operator-env.yaml")
+    assert base["TOOLSHARE_ROUTING"] == "ingress" and not Settings.from_env(base).gateway_routing
+    assert set(patch) <= {f.metadata["env"] for f in dataclasses.fields(Settings)}
+    assert patch == {"TOOLSHARE_ROUTING": "gateway", "TOOLSHARE_GATEWAY": "", "TOOLSHARE_GATEWAY_SECTION": "",
+                     "TOOLSHARE_GATEWAY_AUTH": Settings().gateway_auth}
+    with pytest.raises(SettingsError, match=r"TOOLSHARE_GATEWAY=''\): is required with TOOLSHARE_ROUTING=gateway"):
+        Settings.from_env({**base, **patch})
+    assert Settings.from_env({**base, **patch, "TOOLSHARE_GATEWAY": "gateways/public"}).gateway_ref == (
+        "gateways", "public")
+    kustomization = yaml.safe_load((component / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Component"
+    assert kustomization["resources"] == ["operator-clusterrole-gateway.yaml"]
+    assert kustomization["patches"] == [{"path": "operator-env.yaml"}]
+    assert "components" not in yaml.safe_load((manifests / "kustomization.yaml").read_text())  # the base: ingress

@@ -55,15 +55,19 @@ capabilities:
 {{- toYaml $doc.rules -}}
 {{- end -}}
 
+{{- /* TOOLSHARE_GATE_URL: config.gateUrl, or this release's gate Service. */ -}}
+{{- define "toolshare.gateUrl" -}}
+{{- .Values.config.gateUrl | default (printf "http://%s-gate.%s.svc.cluster.local:8080" (include "toolshare.fullname" .) .Release.Namespace) -}}
+{{- end -}}
+
 {{- /* The operator's settings and policy, which the gate shares (it renders the same decisions). */ -}}
 {{- define "toolshare.configEnv" -}}
-{{- $fullname := include "toolshare.fullname" . -}}
 {{- $c := .Values.config -}}
 {{- $p := .Values.policy -}}
 - {name: TOOLSHARE_BASE_DOMAIN, value: {{ $c.baseDomain | quote }}}
 - {name: TOOLSHARE_INGRESS_CLASS, value: {{ $c.ingressClass | quote }}}
 - {name: TOOLSHARE_INGRESS_NAMESPACE, value: {{ $c.ingressNamespace | quote }}}
-- {name: TOOLSHARE_GATE_URL, value: {{ $c.gateUrl | default (printf "http://%s-gate.%s.svc.cluster.local:8080" $fullname .Release.Namespace) | quote }}}
+- {name: TOOLSHARE_GATE_URL, value: {{ include "toolshare.gateUrl" . | quote }}}
 - {name: TOOLSHARE_SIGNIN_URL, value: {{ $c.signinUrl | quote }}}
 - {name: TOOLSHARE_TLS_SECRET, value: {{ $c.tls.secret | quote }}}
 - {name: TOOLSHARE_TLS_CLUSTER_ISSUER, value: {{ $c.tls.clusterIssuer | quote }}}
@@ -81,4 +85,30 @@ capabilities:
 {{- define "toolshare.trustedCel" -}}
 {{- $groups := concat (list "system:masters" "system:serviceaccounts:kube-system") .Values.policy.adminGroups | uniq | sortAlpha -}}
 {{- printf "request.userInfo.username == \"system:kube-controller-manager\" || (has(request.userInfo.groups) && request.userInfo.groups.exists(g, g in %s))" (toJson $groups | replace "," ", ") -}}
+{{- end -}}
+
+{{- /* The operator's routing backend (settings.py; the gate does not route). routing.backend=gateway
+needs the Gateway (values.schema.json) and, with an auth flavour that refers to the gate's Service,
+a gate URL naming a Service: settings.Settings._check_together refuses anything else at start-up,
+so the chart refuses to render it, with the operator's words. */ -}}
+{{- define "toolshare.routingEnv" -}}
+{{- $r := .Values.routing -}}
+- {name: TOOLSHARE_ROUTING, value: {{ $r.backend | quote }}}
+{{- if eq $r.backend "gateway" }}
+{{- $gw := $r.gateway }}
+{{- if has $gw.auth (list "external-auth" "envoy-gateway") }}
+{{- $url := include "toolshare.gateUrl" . }}
+{{- /* settings.gate_service: http(s)://<service>.<namespace>.svc[.cluster.local][:port][/path], port 1-65535 */ -}}
+{{- $hostport := regexReplaceAll "^https?://([^/]*).*$" $url "${1}" }}
+{{- $port := regexFind ":[0-9]+$" $hostport | trimPrefix ":" }}
+{{- $host := regexReplaceAll ":[0-9]+$" $hostport "" }}
+{{- $service := `^[a-z]([-a-z0-9]{0,61}[a-z0-9])?\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.svc(\.cluster\.local)?$` }}
+{{- if or (not (regexMatch "^https?://" $url)) (not (regexMatch $service $host)) (and $port (or (lt (atoi $port) 1) (gt (atoi $port) 65535))) }}
+{{- fail (printf "config.gateUrl: gate_url (TOOLSHARE_GATE_URL=%s): with TOOLSHARE_ROUTING=gateway and TOOLSHARE_GATEWAY_AUTH=%s the route's auth refers to the gate's Service, not a URL: the host must be the Service's cluster DNS name, <service>.<namespace>.svc or <service>.<namespace>.svc.cluster.local (or use TOOLSHARE_GATEWAY_AUTH=traefik, which calls the URL); the chart's values: leave config.gateUrl empty (this release's gate Service) or set routing.gateway.auth=traefik" (squote $url) $gw.auth) }}
+{{- end }}
+{{- end }}
+- {name: TOOLSHARE_GATEWAY, value: {{ printf "%s/%s" $gw.namespace $gw.name | quote }}}
+- {name: TOOLSHARE_GATEWAY_SECTION, value: {{ $gw.sectionName | quote }}}
+- {name: TOOLSHARE_GATEWAY_AUTH, value: {{ $gw.auth | quote }}}
+{{- end }}
 {{- end -}}

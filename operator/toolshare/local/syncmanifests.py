@@ -3,7 +3,8 @@
 crds/ is the only place the CRDs are written by hand; the chart gets them as templates (wrapped in
 `crds.enabled`, annotated `helm.sh/resource-policy: keep` when `crds.keep`) and the kustomize base
 as plain copies (kustomize loads nothing outside its own directory). The chart reads its RBAC rules
-from copies of manifests/rbac and manifests/gate, since Helm reads nothing outside the chart.
+from copies of manifests/rbac and manifests/gate, since Helm reads nothing outside the chart; the
+gateway component (manifests/components/gateway) gets a copy of the gateway ClusterRole likewise.
 tests/unit/test_generated.py fails when a copy has drifted; --check does the same here.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = Path("charts/toolshare")
+GATEWAY_COMPONENT = Path("manifests/components/gateway")
 REGENERATE = "python -m toolshare.local.syncmanifests  (or: make sync)"
 _KEEP = ("  annotations:\n"
          "    {{- if .Values.crds.keep }}\n"
@@ -55,6 +57,14 @@ def expected(root: Path = ROOT) -> dict[Path, str]:
     for source, target in (("manifests/rbac/operator-clusterrole.yaml", "operator-clusterrole.yaml"),
                            ("manifests/gate/clusterrole.yaml", "gate-clusterrole.yaml")):
         out[files / target] = _header(Path(source)) + (root / source).read_text()
+    # TOOLSHARE_ROUTING=gateway's extra rules: the chart reads the ClusterRole's rules (rendered only with
+    # routing.backend=gateway), the kustomize component (which loads nothing outside its directory)
+    # takes the ClusterRole and its binding as they are.
+    gateway = Path("manifests/rbac/operator-clusterrole-gateway.yaml")
+    gateway_text = (root / gateway).read_text()
+    out[files / gateway.name] = _header(gateway) + next(
+        d for d in _documents(gateway_text) if "\nkind: ClusterRole\n" in f"\n{d}")
+    out[GATEWAY_COMPONENT / gateway.name] = _header(gateway) + gateway_text
     users = Path("manifests/rbac/user-clusterroles.yaml")
     for doc in _documents((root / users).read_text()):
         name = next(line.split(":", 1)[1].strip() for line in doc.splitlines() if line.startswith("  name:"))
