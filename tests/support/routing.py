@@ -16,7 +16,7 @@ from toolshare.local.traefik import Traefik
 @pytest.fixture(scope="session")
 def router(cluster, tmp_path_factory):
     """Traefik serving both the Ingresses and, through the Gateway API CRDs it installs, the
-    HTTPRoutes attached to its Gateway toolshare-router/toolshare (test_gateway_routing)."""
+    HTTPRoutes attached to its Gateway toolshare-router/toolshare (test_routing_matrix)."""
     traefik = Traefik(tmp_path_factory.mktemp("traefik"), cluster.client(), gateway=True).start()
     yield traefik
     traefik.stop()
