@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from toolshare.grant import load_public
 from toolshare.principals import is_dns_label
 
 # DNS subdomain (RFC 1123): dot-separated labels, at most 253 characters.
@@ -25,6 +26,8 @@ _SIGNIN_URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,=%-]+$")
 # Equality-based label selector, "key=value[,key=value...]".
 _LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# An image reference as a Pod takes it: [registry[:port]/]path[:tag][@digest].
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
 
 # Hosts are "<label>.<base_domain>"; keep room for a 63-character label and the dot.
 BASE_DOMAIN_MAX_LENGTH = 253 - 64
@@ -92,6 +95,11 @@ class Settings:
     # experimental channel), "traefik" (a Traefik forwardAuth Middleware per endpoint) or
     # "envoy-gateway" (an Envoy Gateway SecurityPolicy per route).
     gateway_auth: str = dataclasses.field(default=EXTERNAL_AUTH, metadata=_env("TOOLSHARE_GATEWAY_AUTH"))
+    # The Toolshare image, run as each run's guard (guard/app.py) in front of its HTTP endpoints;
+    # "" = no guard: a revocation then reaches new requests only, not open connections.
+    guard_image: str = dataclasses.field(default="", metadata=_env("TOOLSHARE_GUARD_IMAGE"))
+    # The gate's Ed25519 public key (grant.public_text), which the guards check grants with.
+    grant_public_key: str = dataclasses.field(default="", metadata=_env("TOOLSHARE_GRANT_PUBLIC_KEY"))
 
     def __post_init__(self) -> None:
         if not self.signin_url:
@@ -124,6 +132,11 @@ class Settings:
     def owner_access_labels(self) -> dict[str, str]:
         """TOOLSHARE_SSH_FROM as matchLabels; empty when SSH is reachable from nowhere."""
         return _parse_selector(self.owner_access_selector)
+
+    @property
+    def guarded(self) -> bool:
+        """Whether every run gets a guard (and the router passes the gate's grant on to it)."""
+        return bool(self.guard_image)
 
     @property
     def gateway_routing(self) -> bool:
@@ -192,6 +205,15 @@ class Settings:
         elif name == "gateway_auth":
             if value not in GATEWAY_AUTH_FLAVOURS:
                 return f"{where}: must be one of {', '.join(GATEWAY_AUTH_FLAVOURS)}"
+        elif name == "guard_image":
+            if value and (len(value) > 512 or not _IMAGE_RE.fullmatch(value)):
+                return f"{where}: must be an image reference ([registry/]path[:tag][@sha256:digest])"
+        elif name == "grant_public_key":
+            if value:
+                try:
+                    load_public(value)
+                except ValueError as e:
+                    return f"{name} (TOOLSHARE_GRANT_PUBLIC_KEY): {e}"
         return None
 
     def _check_together(self) -> list[str]:
@@ -205,6 +227,9 @@ class Settings:
                 "Service, not a URL: the host must be the Service's cluster DNS name, "
                 "<service>.<namespace>.svc or <service>.<namespace>.svc.cluster.local "
                 f"(or use TOOLSHARE_GATEWAY_AUTH={TRAEFIK}, which calls the URL)")
+        if bool(self.guard_image) != bool(self.grant_public_key):
+            problems.append("guard_image (TOOLSHARE_GUARD_IMAGE) and grant_public_key (TOOLSHARE_GRANT_PUBLIC_KEY) "
+                            "go together: a guard checks every request's grant with the gate's public key")
         return problems
 
 

@@ -15,14 +15,18 @@ import pytest
 import yaml
 
 from tests.support import helm as h
+from toolshare import grant
 from toolshare.cli import main as cli
 from toolshare.local.controlplane.binaries import ensure_binaries
 from toolshare.local.dev import repo_root
 from toolshare.settings import Settings, SettingsError
 
 # kustomize cannot make a certificate: there the operator makes its own and keeps the configurations
-# itself (--webhook-service). helm install --create-namespace makes the namespace.
-CHART_ONLY = {("Secret", "toolshare-webhook-tls"), ("MutatingWebhookConfiguration", "toolshare-admission"),
+# itself (--webhook-service). Nor an Ed25519 key: there the administrator creates the Secret
+# toolshare-grant-key (docs/install.md), which both renders mount alike. helm install
+# --create-namespace makes the namespace.
+CHART_ONLY = {("Secret", "toolshare-webhook-tls"), ("Secret", "toolshare-grant-key"),
+              ("MutatingWebhookConfiguration", "toolshare-admission"),
               ("ValidatingWebhookConfiguration", "toolshare-admission"),
               ("ValidatingAdmissionPolicy", "toolshare-owners"), ("ValidatingAdmissionPolicyBinding", "toolshare-owners"),
               ("MutatingAdmissionPolicy", "toolshare-principals"),
@@ -40,6 +44,9 @@ GATEWAY_VALUES = {"routing.backend": "gateway", "routing.gateway.name": "public"
 # settings.py's refusal of a gate URL that names no Service, for the flavours that refer to the Service.
 NOT_A_SERVICE = ("the route's auth refers to the gate's Service, not a URL: the host must be the Service's cluster "
                  "DNS name, <service>.<namespace>.svc or <service>.<namespace>.svc.cluster.local")
+GUARD_ENV = ("TOOLSHARE_GUARD_IMAGE", "TOOLSHARE_GRANT_KEY_FILE", "TOOLSHARE_GRANT_PUBLIC_KEY")
+KEY_FILE = "/etc/toolshare/grant/grant.pem"
+CHART_IMAGE = "ghcr.io/toolshare/toolshare:0.1.0"  # image.repository:appVersion, the base's image
 
 
 def _selector(sel: dict) -> dict:
@@ -79,7 +86,9 @@ def test_helm_lint_strict_with_defaults_and_every_option():
     for values in ({"certManager.enabled": "true", "metrics.serviceMonitor.enabled": "true"},
                    {"webhooks.enabled": "false", "crds.enabled": "false", "gate.pdb.enabled": "false"},
                    {"webhooks.url": "https://127.0.0.1:9443", "logFormat": "json", "policy.directory.enabled": "true"},
-                   {**GATEWAY_VALUES, "routing.gateway.auth": "envoy-gateway"}):
+                   {**GATEWAY_VALUES, "routing.gateway.auth": "envoy-gateway"},
+                   {"guard.enabled": "false"},
+                   {"guard.image": "registry.example.org/toolshare:1.2", "grantKey.existingSecret": "my-grant-key"}):
         h.helm("lint", "--strict", str(h.CHART), *h.set_args(values))
 
 
@@ -101,6 +110,12 @@ def test_helm_lint_strict_with_defaults_and_every_option():
     ({**GATEWAY_VALUES, "routing.gateway.sectionName": "Web Listener"},
      "at '/routing/gateway/sectionName': 'Web Listener' does not match"),
     ({"routing.gatway.name": "public"}, "at '/routing': additional properties 'gatway' not allowed"),
+    ({"guard.enabled": "yes"}, "at '/guard/enabled': got string, want boolean"),
+    ({"guard.image": "Registry.example.org/toolshare"}, "at '/guard/image': 'Registry.example.org/toolshare' does not match"),
+    ({"guard.image": "toolshare; rm -rf /"}, "at '/guard/image'"),
+    ({"guard.imgae": "toolshare:1"}, "at '/guard': additional properties 'imgae' not allowed"),
+    ({"grantKey.existingSecret": "My_Key"}, "at '/grantKey/existingSecret': 'My_Key' does not match"),
+    ({"grantKey.secret": "k"}, "at '/grantKey': additional properties 'secret' not allowed"),
 ])
 def test_values_are_validated_by_the_schema(values, message):
     proc = h.helm("template", "t", str(h.CHART), *h.set_args(values), check=False)
@@ -261,9 +276,37 @@ def _env(deployment: dict) -> list[dict]:
     return deployment["spec"]["template"]["spec"]["containers"][0]["env"]
 
 
-def _settings(env: list[dict]) -> Settings:
-    """The operator's settings from a rendered env, validated as at start-up (Settings.__post_init__)."""
-    return Settings.from_env({e["name"]: e.get("value", "") for e in env})
+def _settings(env: list[dict], key_pem: bytes | None = None) -> Settings:
+    """The operator's settings from a rendered env, validated as at start-up (Settings.__post_init__).
+    Given TOOLSHARE_GRANT_KEY_FILE and no public key, the operator derives TOOLSHARE_GRANT_PUBLIC_KEY
+    from the key (cli/main.py): here `key_pem`, the rendered Secret's, or a new key where the render
+    holds none (kustomize, grantKey.existingSecret: the administrator's Secret)."""
+    values = {e["name"]: e.get("value", "") for e in env}
+    if values.get("TOOLSHARE_GRANT_KEY_FILE") and not values.get("TOOLSHARE_GRANT_PUBLIC_KEY"):
+        key = grant.load_private(key_pem) if key_pem is not None else grant.new_key()
+        values["TOOLSHARE_GRANT_PUBLIC_KEY"] = grant.public_text(key)
+    return Settings.from_env(values)
+
+
+def _mounted_key(deployment: dict, docs: dict) -> bytes | None:
+    """The file TOOLSHARE_GRANT_KEY_FILE names, followed through the container's mount and the pod's
+    volume to the Secret: its content when the render holds that Secret, else None."""
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    path = next(e["value"] for e in container["env"] if e["name"] == "TOOLSHARE_GRANT_KEY_FILE")
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    assert mount.get("readOnly") is True, mount
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    secret = docs.get(("Secret", volume["secret"]["secretName"]))
+    return None if secret is None else base64.b64decode(secret["data"][path[len(mount["mountPath"]):].lstrip("/")])
+
+
+def _operator_settings(docs: dict, name: str = "toolshare-operator") -> Settings:
+    """What the rendered operator Deployment would start with, its key read from the rendered Secret."""
+    deployment = docs[("Deployment", name)]
+    env = _env(deployment)
+    key = _mounted_key(deployment, docs) if any(e["name"] == "TOOLSHARE_GRANT_KEY_FILE" for e in env) else None
+    return _settings(env, key)
 
 
 def _source(kind: str, path=GATEWAY_RBAC) -> dict:
@@ -275,7 +318,7 @@ def test_default_render_is_ingress_routing_without_the_gateway_rules():
     assert not [k for k in docs if k[1].endswith("-operator-gateway")]
     env = _env(docs[("Deployment", "toolshare-operator")])
     assert [e for e in env if e["name"] in ROUTING_ENV] == [{"name": "TOOLSHARE_ROUTING", "value": "ingress"}]
-    assert not _settings(env).gateway_routing
+    assert not _operator_settings(docs).gateway_routing
     # The gate routes nothing: it gets the shared settings only.
     assert not [e for e in _env(docs[("Deployment", "toolshare-gate")]) if e["name"] in ROUTING_ENV]
 
@@ -288,7 +331,7 @@ def test_gateway_backend_renders_the_routing_env_and_the_gateway_rules(auth):
     assert [e for e in env if e["name"] in ROUTING_ENV] == [
         {"name": "TOOLSHARE_ROUTING", "value": "gateway"}, {"name": "TOOLSHARE_GATEWAY", "value": "gateways/public"},
         {"name": "TOOLSHARE_GATEWAY_SECTION", "value": "https"}, {"name": "TOOLSHARE_GATEWAY_AUTH", "value": auth}]
-    settings = _settings(env)  # what the operator would start with: accepted
+    settings = _operator_settings(docs, "lab-toolshare-operator")  # what the operator would start with: accepted
     assert settings.gateway_routing and settings.gateway_ref == ("gateways", "public")
     assert (settings.gateway_section, settings.gateway_auth) == ("https", auth)
     if auth != "traefik":  # the default gate URL is this release's Service
@@ -327,7 +370,7 @@ def test_a_gate_url_is_refused_by_the_chart_exactly_when_the_operator_would(auth
     if not refused:
         assert proc.returncode == 0, proc.stderr
         docs = h.by_key([d for d in yaml.safe_load_all(proc.stdout) if d])
-        assert _settings(_env(docs[("Deployment", "t-toolshare-operator")])).gate_url == gate_url
+        assert _operator_settings(docs, "t-toolshare-operator").gate_url == gate_url
     else:
         assert NOT_A_SERVICE in message
         assert proc.returncode != 0 and NOT_A_SERVICE in proc.stderr, proc.stderr
@@ -372,6 +415,116 @@ def test_kustomize_gateway_overlay_is_the_chart_with_backend_gateway(tmp_path, a
     overlay = _overlay(tmp_path / "overlay", _operator_env_patch({
         "TOOLSHARE_GATEWAY": "gateways/public", "TOOLSHARE_GATEWAY_SECTION": "https", "TOOLSHARE_GATEWAY_AUTH": auth}))
     kust = h.kustomize(overlay)[1]
-    _settings(_env(h.by_key(kust)[("Deployment", "toolshare-operator")]))  # accepted
+    assert _operator_settings(h.by_key(kust)).guarded  # accepted, once the administrator's key is there
     _assert_same_install(_env_by_name(h.template({**GATEWAY_VALUES, "routing.gateway.auth": auth})[1]),
                          _env_by_name(kust), "the gateway component differs from the chart with routing.backend=gateway")
+
+
+def _guard_env(deployment: dict) -> list[dict]:
+    return [e for e in _env(deployment) if e["name"] in GUARD_ENV]
+
+
+def _grant_volumes(deployment: dict) -> tuple[list[dict], list[dict]]:
+    pod = deployment["spec"]["template"]["spec"]
+    return ([v for v in pod["volumes"] if v["name"] == "grant-key"],
+            [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "grant-key"])
+
+
+def test_the_guard_is_on_by_default_with_a_key_helm_made():
+    docs = h.by_key(h.template(release="lab", namespace="tools")[1])
+    secret = docs[("Secret", "lab-toolshare-grant-key")]
+    assert secret["metadata"]["namespace"] == "tools" and secret["type"] == "Opaque"
+    assert set(secret["data"]) == {"grant.pem"}
+    pem = base64.b64decode(secret["data"]["grant.pem"])
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----\n")  # PKCS#8, genPrivateKey "ed25519"
+    key = grant.load_private(pem)  # what the gate does with it (cli/main.py _gate)
+    gate, operator = docs[("Deployment", "lab-toolshare-gate")], docs[("Deployment", "lab-toolshare-operator")]
+    for deployment in (gate, operator):
+        pod = deployment["spec"]["template"]["spec"]
+        # The Secret's files are root's; fsGroup makes 10001 their group, which 0440 lets read.
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 10001
+        assert _grant_volumes(deployment) == (
+            [{"name": "grant-key", "secret": {"secretName": "lab-toolshare-grant-key", "defaultMode": 0o440}}],
+            [{"name": "grant-key", "mountPath": "/etc/toolshare/grant", "readOnly": True}])
+        assert _mounted_key(deployment, docs) == pem
+    assert _guard_env(gate) == [{"name": "TOOLSHARE_GRANT_KEY_FILE", "value": KEY_FILE}]
+    assert _guard_env(operator) == [{"name": "TOOLSHARE_GUARD_IMAGE", "value": CHART_IMAGE},
+                                    {"name": "TOOLSHARE_GRANT_KEY_FILE", "value": KEY_FILE}]
+    settings = _operator_settings(docs, "lab-toolshare-operator")
+    assert settings.guarded and settings.guard_image == CHART_IMAGE
+    assert settings.grant_public_key == grant.public_text(key)
+    # Without the key the guard image alone is refused: the operator needs both (settings.py).
+    with pytest.raises(SettingsError, match="go together"):
+        Settings.from_env({e["name"]: e["value"] for e in _env(operator) if e["name"] != "TOOLSHARE_GRANT_KEY_FILE"})
+
+
+@pytest.mark.parametrize("values, image", [
+    ({"image.repository": "registry.example.org/tools/toolshare", "image.tag": "2.0"},
+     "registry.example.org/tools/toolshare:2.0"),
+    ({"guard.image": "registry.example.org/guard:1@sha256:" + "a" * 64}, "registry.example.org/guard:1@sha256:" + "a" * 64),
+])
+def test_the_guard_runs_the_charts_image_unless_told(values, image):
+    docs = h.by_key(h.template(values)[1])
+    assert _operator_settings(docs).guard_image == image
+
+
+def test_guard_disabled_renders_no_guard_and_no_key():
+    """Off means no key anywhere: the operator derives a public key from any key it is given, which
+    settings.py refuses without a guard image, and a gate with no guard to follow needs none."""
+    docs = h.by_key(h.template({"guard.enabled": "false"})[1])
+    assert not [k for k in docs if k[0] == "Secret" and k[1] != "toolshare-webhook-tls"]
+    for name in ("toolshare-gate", "toolshare-operator"):
+        assert _guard_env(docs[("Deployment", name)]) == []
+        assert _grant_volumes(docs[("Deployment", name)]) == ([], [])
+    assert not _operator_settings(docs).guarded
+
+
+def test_an_existing_grant_key_secret_is_mounted_and_none_is_made():
+    docs = h.by_key(h.template({"grantKey.existingSecret": "my-grant-key"})[1])
+    assert not [k for k in docs if k[0] == "Secret" and k[1] != "toolshare-webhook-tls"]
+    for name in ("toolshare-gate", "toolshare-operator"):
+        volumes, mounts = _grant_volumes(docs[("Deployment", name)])
+        assert [v["secret"]["secretName"] for v in volumes] == ["my-grant-key"] and len(mounts) == 1
+        assert {"name": "TOOLSHARE_GRANT_KEY_FILE", "value": KEY_FILE} in _env(docs[("Deployment", name)])
+    assert _operator_settings(docs).guarded  # with the administrator's key
+
+
+@pytest.mark.parametrize("values, where", [
+    ({"image.repository": "Registry.example.org/toolshare"}, "image.repository, image.tag"),
+    ({"image.tag": "1.0 beta"}, "image.repository, image.tag"),
+])
+def test_a_guard_image_is_refused_by_the_chart_exactly_when_the_operator_would(values, where):
+    """The schema checks guard.image; the chart's own image (the default guard) only the template can."""
+    image = f"{values.get('image.repository', 'ghcr.io/toolshare/toolshare')}:{values.get('image.tag', '0.1.0')}"
+    with pytest.raises(SettingsError) as refused:
+        Settings(guard_image=image, grant_public_key=grant.public_text(grant.new_key()))
+    words = f"guard_image (TOOLSHARE_GUARD_IMAGE='{image}'): must be an image reference"
+    assert words in str(refused.value)
+    proc = h.helm("template", "t", str(h.CHART), *h.set_args(values), check=False)
+    assert proc.returncode != 0 and f"{where}" in proc.stderr and words in proc.stderr, proc.stderr
+    assert h.helm("template", "t", str(h.CHART), *h.set_args({**values, "guard.enabled": "false"}), check=False).returncode == 0
+
+
+def test_kustomize_base_runs_guarded_and_an_overlay_sets_the_guard_image_with_images(tmp_path):
+    """`images:` rewrites container images, not env values: an overlay that moves the image patches
+    TOOLSHARE_GUARD_IMAGE too (docs/install.md, "The run guard")."""
+    base = h.by_key(h.kustomize()[1])
+    operator = base[("Deployment", "toolshare-operator")]
+    assert _guard_env(operator) == [{"name": "TOOLSHARE_GUARD_IMAGE", "value": CHART_IMAGE},
+                                    {"name": "TOOLSHARE_GRANT_KEY_FILE", "value": KEY_FILE}]
+    assert operator["spec"]["template"]["spec"]["containers"][0]["image"] == CHART_IMAGE
+    assert _mounted_key(operator, base) is None  # toolshare-grant-key: the administrator's
+    moved = "registry.example.org/toolshare:0.1.0"
+    images = [{"name": "ghcr.io/toolshare/toolshare", "newName": "registry.example.org/toolshare"}]
+    for patched in (False, True):
+        directory = tmp_path / ("patched" if patched else "images-only")
+        directory.mkdir()
+        kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                         "resources": [os.path.relpath(h.MANIFESTS, directory)], "images": images}
+        if patched:
+            kustomization["patches"] = [{"patch": yaml.safe_dump(_operator_env_patch({"TOOLSHARE_GUARD_IMAGE": moved}))}]
+        (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        docs = h.by_key(h.kustomize(directory)[1])
+        for name in ("toolshare-gate", "toolshare-operator"):
+            assert docs[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]["image"] == moved
+        assert _operator_settings(docs).guard_image == (moved if patched else CHART_IMAGE)

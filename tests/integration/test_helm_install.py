@@ -31,6 +31,7 @@ from tests.support.rbac import bind_edit, service_account_kubeconfig
 from tests.support.routing import through
 from tests.support.tools import echo_run, routed
 from tests.support.wait import wait_for
+from toolshare import grant
 from toolshare.local import services as devservices
 from toolshare.local.controlplane import cluster as controlplane, node as nodemod
 from toolshare.local.controlplane.binaries import ensure_binaries
@@ -229,6 +230,10 @@ class Installed:
                    "--webhook-cert-dir": f"--webhook-cert-dir={self.work / 'webhook-tls'}"}
         args = [replace.get(a.split("=", 1)[0], a) for a in c.args]
         env = {e.name: e.value or "" for e in c.env or []}
+        if env.get("TOOLSHARE_GRANT_KEY_FILE"):  # the Secret toolshare-grant-key's mount in the Pod; here a key file
+            key_file = self.work / "grant.pem"
+            key_file.write_bytes(grant.private_pem(grant.new_key()))
+            env["TOOLSHARE_GRANT_KEY_FILE"] = str(key_file)
         sa = service_account_kubeconfig(self.tc, NS, "toolshare-operator", self.work / "operator.kubeconfig")
         argv = [sys.executable, "-m", "toolshare.cli.main", *c.command[1:], *args, "--kubeconfig", str(sa)]
         svc = devservices.Service("operator", argv, f"http://127.0.0.1:{health}/healthz",

@@ -169,6 +169,7 @@ def test_kustomize_gateway_component_switches_the_base_to_gateway_routing():
 
     import yaml
 
+    from toolshare import grant
     from toolshare.settings import Settings, SettingsError
 
     manifests = syncmanifests.ROOT / "manifests"
@@ -179,6 +180,10 @@ def test_kustomize_gateway_component_switches_the_base_to_gateway_routing():
         return {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
 
     base, patch = env_of(manifests / "operator" / "operator.yaml"), env_of(component / "operator-env.yaml")
+    # The base runs guarded: the operator derives the guards' public key from the key file (the
+    # administrator's Secret toolshare-grant-key; cli/main.py), here a new key.
+    assert base["TOOLSHARE_GUARD_IMAGE"] and base["TOOLSHARE_GRANT_KEY_FILE"]
+    base["TOOLSHARE_GRANT_PUBLIC_KEY"] = grant.public_text(grant.new_key())
     assert base["TOOLSHARE_ROUTING"] == "ingress" and not Settings.from_env(base).gateway_routing
     assert set(patch) <= {f.metadata["env"] for f in dataclasses.fields(Settings)}
     assert patch == {"TOOLSHARE_ROUTING": "gateway", "TOOLSHARE_GATEWAY": "", "TOOLSHARE_GATEWAY_SECTION": "",

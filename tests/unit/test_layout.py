@@ -19,9 +19,10 @@ import toolshare
 ROOT = Path(toolshare.__file__).parent
 PURE = {"toolshare.model", "toolshare.access", "toolshare.principals", "toolshare.policy", "toolshare.settings",
         "toolshare.conditions", "toolshare.images", "toolshare.render", "toolshare.admission.decisions",
-        "toolshare.admission.directory", "toolshare.gate.verdict", "toolshare.gate.shared", "toolshare.gate.page"}
+        "toolshare.admission.directory", "toolshare.gate.verdict", "toolshare.gate.shared", "toolshare.gate.page",
+        "toolshare.grant", "toolshare.guard.config"}
 IMPURE_LIBRARIES = {"kopf", "kubernetes", "aiohttp", "urllib3", "prometheus_client", "requests"}
-ISOLATED = ("toolshare.controller", "toolshare.admission", "toolshare.gate")
+ISOLATED = ("toolshare.controller", "toolshare.admission", "toolshare.gate", "toolshare.guard")
 NOT_PRODUCT = ("toolshare.local", "toolshare.cli")
 
 

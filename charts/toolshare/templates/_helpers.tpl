@@ -31,6 +31,42 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ include "toolshare.fullname" . }}-webhook-tls
 {{- end -}}
 
+{{- /* The run guard (docs/install.md, "The run guard"). The Secret holding the gate's Ed25519 private
+       key as grant.pem: grantKey.existingSecret, or the one the chart makes (grant-key.yaml). */ -}}
+{{- define "toolshare.grantKeySecret" -}}
+{{- .Values.grantKey.existingSecret | default (printf "%s-grant-key" (include "toolshare.fullname" .)) -}}
+{{- end -}}
+
+{{- define "toolshare.grantKeyDir" -}}
+/etc/toolshare/grant
+{{- end -}}
+
+{{- /* TOOLSHARE_GUARD_IMAGE: guard.image, or the chart's own image (the same image runs the guard).
+       settings.py refuses at start-up what is no image reference, so the chart refuses to render it. */ -}}
+{{- define "toolshare.guardImage" -}}
+{{- $image := .Values.guard.image | default (include "toolshare.image" .) -}}
+{{- $ref := `^[a-z0-9][a-z0-9._:/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$` -}}
+{{- if or (gt (len $image) 512) (not (regexMatch $ref $image)) -}}
+{{- fail (printf "%s: guard_image (TOOLSHARE_GUARD_IMAGE=%s): must be an image reference ([registry/]path[:tag][@sha256:digest])" (ternary "guard.image" "image.repository, image.tag (guard.image is empty: the guard runs the chart's image)" (ne .Values.guard.image "")) (squote $image)) -}}
+{{- end -}}
+{{- $image -}}
+{{- end -}}
+
+{{- /* TOOLSHARE_GRANT_KEY_FILE: the key as both Deployments mount it (with guard.enabled only: values.yaml). */ -}}
+{{- define "toolshare.grantKeyFile" -}}
+{{ include "toolshare.grantKeyDir" . }}/grant.pem
+{{- end -}}
+
+{{- /* The key Secret as a volume. Its files belong to root; the kubelet gives them the pod's fsGroup
+       (10001, podSecurityContext) as their group, so with 0440 uid 10001 reads the key through its group
+       and no one else but root can. */ -}}
+{{- define "toolshare.grantKeyVolume" -}}
+- name: grant-key
+  secret:
+    secretName: {{ include "toolshare.grantKeySecret" . }}
+    defaultMode: 0440
+{{- end -}}
+
 {{- /* Non-root, nothing writable but /tmp, no privileges: the same for both containers. */ -}}
 {{- define "toolshare.podSecurityContext" -}}
 runAsNonRoot: true

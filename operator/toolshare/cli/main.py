@@ -68,6 +68,16 @@ def _operator(args: argparse.Namespace) -> int:
     for flag, var in WEBHOOK_FLAGS.items():  # flags win over the environment (webhooks.py reads it)
         if getattr(args, flag) is not None:
             os.environ[var] = str(getattr(args, flag))
+    key_file = os.environ.get("TOOLSHARE_GRANT_KEY_FILE", "")
+    if key_file and not os.environ.get("TOOLSHARE_GRANT_PUBLIC_KEY"):
+        # The chart mounts the gate's key Secret here too: the guards are given only its public half.
+        from toolshare import grant
+
+        try:
+            os.environ["TOOLSHARE_GRANT_PUBLIC_KEY"] = grant.public_text(grant.load_private(Path(key_file).read_bytes()))
+        except (OSError, ValueError) as e:
+            print(f"toolshare operator: TOOLSHARE_GRANT_KEY_FILE={key_file}: {e}", file=sys.stderr)
+            return 2
     from toolshare.manager import run_operator
 
     if args.metrics_port:
@@ -124,11 +134,26 @@ def _gate(args: argparse.Namespace) -> int:
         host, _, port = text.rpartition(":")
         return host or "0.0.0.0", int(port)
 
+    key = None
+    if args.grant_key:
+        from toolshare import grant
+
+        try:
+            key = grant.load_private(Path(args.grant_key).read_bytes())
+        except (OSError, ValueError) as e:
+            print(f"toolshare gate: --grant-key {args.grant_key}: {e}", file=sys.stderr)
+            return 2
     run_gate(GateConfig(auth_url=args.oauth2_proxy_url, signin_url=args.signin_url, kubeconfig=args.kubeconfig,
                         claims=Claims(user=args.user_claim, groups=args.groups_claim),
-                        session_cookie=args.session_cookie),
+                        session_cookie=args.session_cookie, grant_key=key),
              address(args.listen), address(args.ops_listen), log_format=args.log_format)
     return 0
+
+
+def _guard(args: argparse.Namespace) -> int:
+    from toolshare.guard.app import main as guard_main
+
+    return guard_main()
 
 
 def _sharing(args: argparse.Namespace) -> int:
@@ -265,9 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--session-cookie", default="_oauth2_proxy",
                    help="oauth2-proxy's --cookie-name: removed, with its _N parts, from what tools receive")
     g.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
+    g.add_argument("--grant-key", default=os.environ.get("TOOLSHARE_GRANT_KEY_FILE", ""),
+                   help="Ed25519 private key (PEM) that signs a grant for each allowed request, which the "
+                        "runs' guards require; unset: no grants ($TOOLSHARE_GRANT_KEY_FILE)")
     g.add_argument("--log-format", choices=["text", "json"], default=LOG_FORMAT,
                    help="text (default) or one JSON object per line ($TOOLSHARE_LOG_FORMAT)")
     g.set_defaults(func=_gate)
+    gd = sub.add_parser("guard", help="the guard in front of a run's HTTP endpoints, in the run's Pod "
+                                      "(configured by its environment: toolshare/guard/config.py)")
+    gd.set_defaults(func=_guard)
     add_sharing_commands(sub)
     return parser
 

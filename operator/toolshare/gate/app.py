@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from toolshare import access, model
+from toolshare import access, grant, model
 from toolshare.client.config import ApiConfig
 from toolshare.gate import metrics, verdict
+from toolshare.gate.guards import Guards
 from toolshare.gate.identity import (DEFAULT_SESSION_COOKIE, Claims, IdentityRefused, IdentityUnavailable,
                                      OAuth2Proxy, without_session)
 from toolshare.gate.page import render_page
@@ -47,6 +49,9 @@ class GateConfig:
     # re-checks every share's sharer with it, as the operator does.
     settings: Settings = field(default_factory=Settings.from_env)
     policy: Policy = field(default_factory=Policy.from_env)
+    # Signs the grant of every allowed request, for the run's guard (grant.py); None: no grants, and
+    # no guard can follow this gate.
+    grant_key: Ed25519PrivateKey | None = None
 
 
 class Gate:
@@ -58,26 +63,33 @@ class Gate:
         self.identity: OAuth2Proxy | None = None
         views.configure(config.settings)
         views.register_sharee_views()
+        self.guards = Guards(config.grant_key.public_key(), self._may_stay, self._shares,
+                             lambda: self.ready) if config.grant_key else None
 
     # --- the watched state -----------------------------------------------------------------
 
-    @staticmethod
-    def _feed(plural: str, kind: str):
+    def _feed(self, plural: str, kind: str):
+        def changed(namespace: str | None) -> None:
+            if self.guards is not None:  # whoever a guard holds may have lost access
+                self.guards.changed(namespace)
+
         def on_replace(items: list[dict]) -> None:
             for item in items:  # a LIST's items carry no apiVersion or kind
                 item.setdefault("apiVersion", model.API_VERSION)
                 item.setdefault("kind", kind)
             CACHE.replace(plural, items)
+            changed(None)
 
         def on_event(event: str, obj: dict) -> None:
             if event == "DELETED":
                 CACHE.drop(plural, obj)
-                return
-            try:
-                CACHE.put(plural, obj)
-            except Exception:  # noqa: BLE001 - an object the views cannot take grants nothing
-                log.exception("dropping a malformed %s from the gate's memory", kind)
-                CACHE.drop(plural, obj)
+            else:
+                try:
+                    CACHE.put(plural, obj)
+                except Exception:  # noqa: BLE001 - an object the views cannot take grants nothing
+                    log.exception("dropping a malformed %s from the gate's memory", kind)
+                    CACHE.drop(plural, obj)
+            changed((obj.get("metadata") or {}).get("namespace") if plural != "imageshares" else None)
 
         return on_replace, on_event
 
@@ -107,6 +119,21 @@ class Gate:
 
     # --- handlers --------------------------------------------------------------------------
 
+    def _decide(self, identity: verdict.Identity | None, ns: str, name: str, ep: str, now: dt.datetime) -> int:
+        """/check's decision, and the one a guard's people are held to (gate/guards.py)."""
+        run = views.run(ns, name)
+        shares = views.shares_for(ns, name) if run is not None else []
+        runs_by_name = views.runs_for(ns, run, shares) if run is not None else {}
+        return verdict.verdict(identity, run, ep, shares, runs_by_name, now, self.config.policy,
+                               self._image_shares(run))
+
+    def _may_stay(self, ns: str, name: str, ep: str, user: str, groups: tuple[str, ...], now: dt.datetime) -> bool:
+        return self._decide(verdict.Identity(user, "", groups), ns, name, ep, now) == verdict.ALLOWED
+
+    @staticmethod
+    def _shares(ns: str, name: str) -> list:
+        return views.shares_for(ns, name) if views.run(ns, name) is not None else []
+
     async def _identify(self, request: web.Request) -> verdict.Identity | None:
         assert self.identity is not None
         return await self.identity.identify(request.headers)
@@ -128,12 +155,8 @@ class Gate:
             return _text(503, "cannot verify who you are right now (oauth2-proxy unreachable)")
         except IdentityRefused as e:
             return _text(403, str(e))
-        run = views.run(ns, name)
-        shares = views.shares_for(ns, name) if run is not None else []
-        runs_by_name = views.runs_for(ns, run, shares) if run is not None else {}
         now = dt.datetime.now(dt.timezone.utc)
-        status = verdict.verdict(identity, run, ep, shares, runs_by_name, now, self.config.policy,
-                                 self._image_shares(run))
+        status = self._decide(identity, ns, name, ep, now)
         if status == verdict.ALLOWED:
             assert identity is not None
             # The router copies these onto the request to the tool (auth-response-headers): the
@@ -143,6 +166,12 @@ class Gate:
                        "X-Auth-Request-Groups": ",".join(identity.groups)}
             if cookies := without_session(request.headers.getall("Cookie", []), self.config.session_cookie):
                 headers["Cookie"] = cookies
+            if self.config.grant_key is not None:  # for the run's guard, which admits nothing without it
+                try:
+                    headers[grant.HEADER] = grant.make(self.config.grant_key, ns, name, ep, identity.user,
+                                                       identity.groups, now.timestamp())
+                except ValueError as e:
+                    return _text(403, f"{identity.user} cannot be let in: {e}")
             return web.Response(status=202, headers=headers)
         if status == verdict.NOT_SIGNED_IN:
             # A forwardAuth router shows this answer to the browser: send it to sign in.
@@ -242,6 +271,8 @@ def make_apps(config: GateConfig) -> tuple[web.Application, web.Application]:
     app.router.add_get("/", gate.page)
     app.router.add_get("/shared-with-me", gate.page)
     app.router.add_get("/api/shared-with-me", gate.api)
+    if gate.guards is not None:
+        app.router.add_get("/guard/{namespace}/{run}", gate.guards.follow)
     ops = web.Application()
     ops.router.add_get("/healthz", gate.healthz)
     ops.router.add_get("/readyz", gate.readyz)

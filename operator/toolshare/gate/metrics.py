@@ -17,6 +17,9 @@ RUNS = Gauge("toolshare_gate_runs", "ToolRuns the gate decides from.")
 READY = Gauge("toolshare_gate_ready", "1 while every watch (ToolRuns, RunShares) is listed and has not failed since.")
 WATCH_FAILURES = Counter("toolshare_gate_watch_failures_total",
                          "Watches that failed and were listed again (the gate answered 503 meanwhile).", ["resource"])
+GUARDS = Gauge("toolshare_gate_guards", "Run guards following this gate (one websocket each).")
+GUARD_REVOCATIONS = Counter("toolshare_gate_guard_revocations_total",
+                            "People a guard was told to close the connections of (their access ended).")
 for _result in RESULTS.values():
     DECISIONS.labels(_result)  # every series exists from the start, so rate() sees the first one
 

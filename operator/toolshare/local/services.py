@@ -99,15 +99,19 @@ def oauth2_proxy(issuer_url: str, log_dir: Path, port: int = 0, host: str = "127
 
 
 def gate(kubeconfig: Path, auth_url: str, log_dir: Path, port: int = 0, signin_url: str = "",
-         env: dict[str, str] | None = None) -> Service:
-    """The gate; `env` carries the operator's TOOLSHARE_* settings and policy, which it shares."""
+         env: dict[str, str] | None = None, host: str = "127.0.0.1", grant_key: Path | None = None) -> Service:
+    """The gate; `env` carries the operator's TOOLSHARE_* settings and policy, which it shares.
+    `host`: where /check listens (the node's address for the runs' guards to follow it);
+    `grant_key`: the Ed25519 key (PEM) it signs grants with."""
     port = port or free_port()
     ops = free_port()
     argv = [sys.executable, "-m", "toolshare.cli.main", "gate", "--kubeconfig", str(kubeconfig),
-            "--listen", f"127.0.0.1:{port}", "--ops-listen", f"127.0.0.1:{ops}", "--oauth2-proxy-url", auth_url]
+            "--listen", f"{host}:{port}", "--ops-listen", f"127.0.0.1:{ops}", "--oauth2-proxy-url", auth_url]
     if signin_url:
         argv += ["--signin-url", signin_url]
+    if grant_key is not None:
+        argv += ["--grant-key", str(grant_key)]
     svc = Service("gate", argv, f"http://127.0.0.1:{ops}/readyz", log_dir / f"gate-{port}.log", env=env)
-    svc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    svc.url = f"http://{host}:{port}"  # type: ignore[attr-defined]
     svc.ops_url = f"http://127.0.0.1:{ops}"  # type: ignore[attr-defined]
     return svc

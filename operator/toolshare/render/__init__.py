@@ -47,7 +47,7 @@ def render_children(run: Mapping, shares: Iterable[Mapping], settings: Settings,
     shares = list(shares)
     service = render_service(run)
     routes = render_routes if settings.gateway_routing else render_ingresses
-    return [render_pod(run), *([service] if service else []),
+    return [render_pod(run, settings), *([service] if service else []),
             *routes(run, shares, settings, now, runs_by_name, policy),
             render_network_policy(run, settings)]
 

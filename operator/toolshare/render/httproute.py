@@ -32,7 +32,7 @@ from toolshare.access import access_for
 from toolshare.model import Endpoint, host_for, http_endpoints, middleware_name, route_name, service_name
 from toolshare.policy import Policy
 from toolshare.render.common import RenderError, annotation, child_metadata, identity, principal_list
-from toolshare.render.ingress import ANN_GROUPS, ANN_OWNER, ANN_USERS, AUTH_RESPONSE_HEADERS
+from toolshare.render.ingress import ANN_GROUPS, ANN_OWNER, ANN_USERS, auth_response_headers
 from toolshare.render.service import render_service
 from toolshare.settings import ENVOY_GATEWAY, EXTERNAL_AUTH, TRAEFIK, GateService, Settings
 
@@ -41,8 +41,6 @@ HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
 TRAEFIK_GROUP = "traefik.io"
 TRAEFIK_API_VERSION = f"{TRAEFIK_GROUP}/v1alpha1"
 ENVOY_GATEWAY_API_VERSION = "gateway.envoyproxy.io/v1alpha1"
-# Copied from the gate's answer onto the request to the tool: the Ingress's list (ingress.py).
-AUTH_RESPONSE_HEADER_LIST = tuple(AUTH_RESPONSE_HEADERS.split(","))
 # Sent to the gate besides what GEP-1494 and Envoy always send (Host, Method, Path,
 # Content-Length, Authorization): the browser's sign-in session is a cookie. (Traefik's
 # forwardAuth sends every header of the request.)
@@ -74,7 +72,8 @@ def render_routes(run: Mapping, shares: Iterable[Mapping], settings: Settings,
     for ep in endpoints:
         route_filter: dict[str, Any]
         if settings.gateway_auth == TRAEFIK:
-            middleware = _middleware(run, ep, annotation(settings.gate_url + check_path(namespace, name, ep.name)))
+            middleware = _middleware(run, ep, annotation(settings.gate_url + check_path(namespace, name, ep.name)),
+                                     settings)
             companions.append(middleware)
             route_filter = {"type": "ExtensionRef", "extensionRef": {
                 "group": TRAEFIK_GROUP, "kind": "Middleware", "name": middleware["metadata"]["name"]}}
@@ -85,10 +84,10 @@ def render_routes(run: Mapping, shares: Iterable[Mapping], settings: Settings,
                 "backendRef": _gate_ref(gate),
                 "http": {"path": annotation(gate.path + check_path(namespace, name, ep.name)),
                          "allowedHeaders": list(AUTH_REQUEST_HEADERS),
-                         "allowedResponseHeaders": list(AUTH_RESPONSE_HEADER_LIST)},
+                         "allowedResponseHeaders": list(auth_response_headers(settings))},
             }}
         elif settings.gateway_auth == ENVOY_GATEWAY:
-            companions.append(_security_policy(run, ep, _gate(settings)))
+            companions.append(_security_policy(run, ep, _gate(settings), settings))
             route_filter = {}
         else:  # Settings refuses any other value
             raise RenderError(f"unknown gateway auth {settings.gateway_auth!r}")
@@ -130,15 +129,15 @@ def _gate_ref(gate: GateService) -> dict[str, Any]:
     return {"group": "", "kind": "Service", "name": gate.name, "namespace": gate.namespace, "port": gate.port}
 
 
-def _middleware(run: Mapping, ep: Endpoint, address: str) -> dict:
+def _middleware(run: Mapping, ep: Endpoint, address: str, settings: Settings) -> dict:
     name, namespace, _ = identity(run)
     return {"apiVersion": TRAEFIK_API_VERSION, "kind": "Middleware",
             "metadata": child_metadata(run, middleware_name(namespace, name, ep.name), ep.name),
             "spec": {"forwardAuth": {"address": address,
-                                     "authResponseHeaders": list(AUTH_RESPONSE_HEADER_LIST)}}}
+                                     "authResponseHeaders": list(auth_response_headers(settings))}}}
 
 
-def _security_policy(run: Mapping, ep: Endpoint, gate: GateService) -> dict:
+def _security_policy(run: Mapping, ep: Endpoint, gate: GateService, settings: Settings) -> dict:
     name, namespace, _ = identity(run)
     return {"apiVersion": ENVOY_GATEWAY_API_VERSION, "kind": "SecurityPolicy",
             "metadata": child_metadata(run, route_name(name, ep.name), ep.name),
@@ -148,6 +147,6 @@ def _security_policy(run: Mapping, ep: Endpoint, gate: GateService) -> dict:
                     "headersToExtAuth": list(AUTH_REQUEST_HEADERS),
                     "http": {"backendRefs": [_gate_ref(gate)],
                              "pathOverride": annotation(gate.path + check_path(namespace, name, ep.name)),
-                             "headersToBackend": list(AUTH_RESPONSE_HEADER_LIST)},
+                             "headersToBackend": list(auth_response_headers(settings))},
                 },
             }}

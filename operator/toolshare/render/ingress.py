@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from toolshare import grant
 from toolshare.access import access_for
 from toolshare.model import host_for, http_endpoints, ingress_name, service_name, tls_secret_name
 from toolshare.policy import Policy
@@ -27,6 +28,12 @@ ANN_CLUSTER_ISSUER = "cert-manager.io/cluster-issuer"
 AUTH_RESPONSE_HEADERS = "X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Groups,Authorization,Cookie"
 
 
+def auth_response_headers(settings: Settings) -> tuple[str, ...]:
+    """What the router copies from the gate's 202 onto the request to the tool; with a guard also
+    the gate's grant, which the guard requires and strips (grant.py)."""
+    return (*AUTH_RESPONSE_HEADERS.split(","), *([grant.HEADER] if settings.guarded else []))
+
+
 def render_ingresses(run: Mapping, shares: Iterable[Mapping], settings: Settings,
                      now: dt.datetime, runs_by_name: Mapping[str, Mapping] | None = None,
                      policy: Policy | None = None) -> list[dict]:
@@ -40,12 +47,12 @@ def render_ingresses(run: Mapping, shares: Iterable[Mapping], settings: Settings
             # The gate decides from the annotations below; principals never enter auth-url.
             NGINX + "auth-url": annotation(f"{settings.gate_url}/check/{namespace}/{name}/{ep.name}"),
             NGINX + "auth-signin": annotation(settings.signin_url),
-            NGINX + "auth-response-headers": AUTH_RESPONSE_HEADERS,
+            NGINX + "auth-response-headers": ",".join(auth_response_headers(settings)),
             ANN_OWNER: principal_list([owner]),
             ANN_USERS: principal_list(access[ep.name].users),
             ANN_GROUPS: principal_list(access[ep.name].groups),
         }
-        if ep.protocol == "https":
+        if ep.protocol == "https" and not settings.guarded:  # a guard speaks HTTP, and HTTPS to the tool
             annotations[NGINX + "backend-protocol"] = "HTTPS"
         spec: dict[str, Any] = {
             "ingressClassName": settings.ingress_class,

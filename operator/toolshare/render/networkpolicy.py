@@ -7,15 +7,17 @@ from typing import Any
 
 from toolshare.model import http_endpoints, labels_for, ssh_endpoints
 from toolshare.render.common import child_metadata, identity
+from toolshare.render.guard import router_facing
 from toolshare.settings import Settings
 
 
 def render_network_policy(run: Mapping, settings: Settings) -> dict:
-    """Deny all ingress to the pod except HTTP ports from the ingress controller's namespace
-    and SSH ports from the owner-access selector (if configured)."""
+    """Deny all ingress to the pod except HTTP ports from the ingress controller's namespace (the
+    guard's, when guarded: then the tool's own are reachable from the Pod alone) and SSH ports
+    from the owner-access selector (if configured)."""
     name, _, _ = identity(run)
     rules = []
-    http_ports = [{"port": ep.port, "protocol": "TCP"} for ep in http_endpoints(run)]
+    http_ports = [{"port": router_facing(ep, run, settings), "protocol": "TCP"} for ep in http_endpoints(run)]
     if http_ports:
         rules.append({"from": [{"namespaceSelector": {"matchLabels": {
             "kubernetes.io/metadata.name": settings.ingress_namespace}}}], "ports": http_ports})

@@ -1,4 +1,5 @@
-"""The run's Pod: the tool container with its declared ports, no API token."""
+"""The run's Pod: the tool container with its declared ports, no API token; with a guard
+(render/guard.py) the guard container too, which then holds the HTTP endpoints' port names."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from typing import Any
 
 from toolshare.model import CONTAINER_NAME, as_list, get, http_endpoints, spec_of, ssh_endpoints
 from toolshare.render.common import child_metadata, identity
+from toolshare.render.guard import render_guard
+from toolshare.settings import Settings
 
 
-def render_pod(run: Mapping) -> dict:
-    name, _, _ = identity(run)
+def render_pod(run: Mapping, settings: Settings | None = None) -> dict:
+    name, namespace, _ = identity(run)
+    guarded = settings is not None and settings.guarded
     spec = spec_of(run)
     container: dict[str, Any] = {"name": CONTAINER_NAME, "image": spec.get("image")}
     for field in ("command", "args"):
@@ -27,8 +31,10 @@ def render_pod(run: Mapping) -> dict:
         container["resources"] = resources
     ports = sorted(http_endpoints(run) + ssh_endpoints(run), key=lambda ep: ep.name)
     if ports:
-        container["ports"] = [{"name": ep.name, "containerPort": ep.port, "protocol": "TCP"}
-                              for ep in ports]
+        # Guarded, an HTTP endpoint's name is the guard's port (the Service targets it by name).
+        container["ports"] = [{"containerPort": ep.port, "protocol": "TCP"}
+                              if guarded and ep.protocol != "ssh" else
+                              {"name": ep.name, "containerPort": ep.port, "protocol": "TCP"} for ep in ports]
     http = http_endpoints(run)
     if http:
         # Ready (so ToolReady, and the Service's endpoints) once the tool answers on its first
@@ -40,7 +46,7 @@ def render_pod(run: Mapping) -> dict:
         "apiVersion": "v1", "kind": "Pod",
         "metadata": child_metadata(run, name),
         "spec": {
-            "containers": [container],
+            "containers": [container, *([render_guard(run, namespace, name, settings)] if guarded else [])],
             # A shared tool has no business talking to the Kubernetes API.
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,

@@ -1,0 +1,188 @@
+"""An unshare ends the sessions already open: the run's guard, on the real node, through Traefik.
+
+For this module the session's operator hands the cluster over to one that renders every run with
+its guard (TOOLSHARE_GUARD_IMAGE: the Toolshare image built here, imported into the node), and a
+gate of the module's own signs grants with a fresh key and listens where the guards in the Pods
+reach it (the node's address). Each test opens, through Traefik and the gate, websockets for alice
+(the owner) and bob (shared) and a long download for bob; then takes bob's access away one way or
+another and finds his connections closed by the guard (close code 1008, the download cut) while
+alice's websocket still answers; carol, never shared, gets no byte at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+
+import aiohttp
+import pytest
+
+from tests.support import rbac
+from tests.support.install import resume_session_operator, start_operator
+from tests.support.objects import Toolshare, runshare
+from tests.support.tools import START, routed, tool_ready, web_run
+from tests.support.wait import wait_for
+from toolshare import grant
+from toolshare.local import services as devservices
+from toolshare.local.controlplane import cluster as controlplane, node as nodemod
+from toolshare.local.images import catalog
+
+PORTS = {"lab": 8888}
+
+
+@pytest.fixture(scope="module")
+def guarded(cluster, operator, oauth2_proxy, router, tmp_path_factory):
+    """(the module's gate) while a guarding operator runs instead of the session's."""
+    work = tmp_path_factory.mktemp("guarded")
+    key = grant.new_key()
+    (work / "grant.pem").write_bytes(grant.private_pem(key))
+    image = os.environ.get("TOOLSHARE_TEST_IMAGE")
+    if not image:
+        if cluster.local_dir is None:
+            raise RuntimeError("TOOLSHARE_TEST_IMAGE must name a Toolshare image the cluster can pull")
+        controlplane.import_images(cluster.local_dir, (catalog.TOOLSHARE,))
+        image = catalog.TOOLSHARE
+    address = os.environ.get("TOOLSHARE_TEST_HOST_ADDRESS") or nodemod.node_ip()
+    gate = devservices.gate(cluster.kubeconfig(), f"{oauth2_proxy.url}/oauth2/auth", work, host=address,
+                            grant_key=work / "grant.pem", env=rbac.POLICY_ENV).start()
+    operator.stop()
+    proc = None
+    try:
+        proc = start_operator(cluster, work, env={
+            "TOOLSHARE_GATE_URL": gate.url, "TOOLSHARE_GUARD_IMAGE": image,
+            "TOOLSHARE_GRANT_PUBLIC_KEY": grant.public_text(key)})
+        yield gate
+    finally:
+        if proc is not None:
+            proc.stop()
+        gate.stop()
+        resume_session_operator(cluster, operator)
+
+
+class Session:
+    """One person's open websocket and, optionally, download, through the router."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, host: str, token: str):
+        self.http, self.url, self.headers = http, url, {"Host": host, "Authorization": f"Bearer {token}"}
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.download: aiohttp.ClientResponse | None = None
+
+    async def open(self, download: bool = False) -> "Session":
+        self.ws = await self.http.ws_connect(f"{self.url}/lab/ws", headers=self.headers)
+        assert await self.say("hello") == "hello"
+        if download:
+            self.download = await self.http.get(f"{self.url}/lab/download", headers=self.headers)
+            assert self.download.status == 200 and len(await self.download.content.readexactly(1024)) == 1024
+        return self
+
+    async def say(self, text: str) -> str:
+        assert self.ws is not None
+        await self.ws.send_str(text)
+        answer = await self.ws.receive(timeout=10)
+        return answer.data.split(": ", 1)[1]
+
+    async def closed_by_the_guard(self, timeout: float = 30, or_by_its_end: bool = False) -> None:
+        """The guard closed the websocket (1008, "access revoked") and cut the download. With
+        `or_by_its_end`, the Pod's end may come first (a deleted run's Pod is terminated too)."""
+        assert self.ws is not None
+        msg = await self.ws.receive(timeout=timeout)
+        if not (or_by_its_end and msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)):
+            assert (msg.type, msg.data, msg.extra) == (
+                aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.POLICY_VIOLATION, "access revoked")
+        if self.download is not None:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                while await asyncio.wait_for(self.download.content.read(65536), timeout=timeout):
+                    pass
+
+
+async def refused(http: aiohttp.ClientSession, url: str, host: str, token: str) -> tuple[int, int]:
+    """What carol gets: the websocket's and the download's status, and never a byte of the tool."""
+    headers = {"Host": host, "Authorization": f"Bearer {token}"}
+    try:
+        await http.ws_connect(f"{url}/lab/ws", headers=headers)
+        ws_status = 101
+    except aiohttp.WSServerHandshakeError as e:
+        ws_status = e.status
+    async with http.get(f"{url}/lab/download", headers=headers) as r:
+        body = await r.read()
+        assert b"xxxx" not in body
+        return ws_status, r.status
+
+
+def revoke_case(kind: str, ts: Toolshare) -> None:
+    """Take bob's access to `mx` away, the `kind` way."""
+    if kind == "share deleted":
+        ts.delete("runshares", "bob-in")
+    elif kind == "share edited":
+        ts.patch("runshares", "bob-in", {"spec": {"users": ["erin"]}})
+    elif kind == "share expired":
+        soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)).replace(microsecond=0)
+        ts.patch("runshares", "bob-in", {"spec": {"expiresAt": soon.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+    elif kind == "run deleted":
+        ts.delete("toolruns", "mx")
+    else:
+        raise AssertionError(kind)
+
+
+# (An owner never changes: spec.owner is immutable, for administrators too, by the CRD's CEL rule.)
+@pytest.mark.parametrize("kind", ["share deleted", "share edited", "share expired", "run deleted"])
+def test_a_revocation_closes_the_open_connections_of_exactly_who_lost_access(
+        kind, guarded, router, issuer, cluster, namespace):
+    rbac.bind_edit(cluster, namespace, users=["alice"])
+    ts, admin = Toolshare(cluster.client("alice"), namespace), Toolshare(cluster.client(), namespace)
+    ts.create(web_run("mx", PORTS))
+    ts.create(runshare("bob-in", run="mx", users=["bob"]))
+    host = routed(admin, "mx", timeout=START)
+    # Ready means both containers: the tool listens and the guard follows the gate.
+    assert [c["name"] for c in admin.core.read_namespaced_pod("mx", namespace).to_dict()["spec"]["containers"]] == [
+        "tool", "toolshare-guard"]
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+            token = {p: issuer.token(p) for p in ("alice", "bob", "carol")}
+            # The router picks the route up by itself: until then a websocket is refused.
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
+                try:
+                    alice = await Session(http, router.url, host, token["alice"]).open()
+                    break
+                except (aiohttp.WSServerHandshakeError, AssertionError):
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            bob = await Session(http, router.url, host, token["bob"]).open(download=True)
+            assert await refused(http, router.url, host, token["carol"]) == (403, 403)
+            await asyncio.to_thread(revoke_case, kind, ts)
+            ended = kind == "run deleted"
+            await bob.closed_by_the_guard(or_by_its_end=ended)
+            if ended:  # alice's too: there is no run any more
+                await alice.closed_by_the_guard(or_by_its_end=ended)
+                return
+            assert await alice.say("still here") == "still here"
+            assert await refused(http, router.url, host, token["carol"]) == (403, 403)
+
+    asyncio.run(scenario())
+
+
+def test_the_guard_admits_nothing_that_did_not_come_through_the_gate(guarded, router, issuer, cluster, namespace):
+    """Straight to the Pod, past the router: what a co-tenant could try where the NetworkPolicy is
+    missing (the host's own traffic is not policed here). The guard wants the gate's grant."""
+    admin = Toolshare(cluster.client(), namespace)
+    admin.create(web_run("mx", PORTS))
+    wait_for(lambda: tool_ready(admin, "mx"), timeout=START, what="mx's tool and guard ready")
+    pod = admin.core.read_namespaced_pod("mx", namespace)
+    guard = next(c for c in pod.spec.containers if c.name == "toolshare-guard")
+    port = next(p.container_port for p in guard.ports if p.name == "lab")
+    forged = grant.make(grant.new_key(), namespace, "mx", "lab", "alice", (), dt.datetime.now().timestamp())
+
+    async def scenario() -> list[int]:
+        async with aiohttp.ClientSession() as http:
+            out = []
+            for headers in ({}, {"X-Auth-Request-User": "alice"}, {grant.HEADER: forged, "X-Auth-Request-User": "alice"}):
+                async with http.get(f"http://{pod.status.pod_ip}:{port}/lab/tree", headers=headers) as r:
+                    out.append(r.status)
+                    assert "hello" not in await r.text()
+            return out
+
+    assert asyncio.run(scenario()) == [403, 403, 403]
