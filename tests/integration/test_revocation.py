@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
+import uuid
 
 import aiohttp
 import pytest
 
 from tests.support import rbac
 from tests.support.install import resume_session_operator, start_operator
-from tests.support.objects import Toolshare, runshare
+from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.tools import START, routed, tool_ready, web_run
 from tests.support.wait import wait_for
 from toolshare import grant
@@ -29,6 +31,7 @@ from toolshare.local.controlplane import cluster as controlplane, node as nodemo
 from toolshare.local.images import catalog
 
 PORTS = {"lab": 8888}
+JUPYTER_START = 300.0  # a cold JupyterLab start on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +189,64 @@ def test_the_guard_admits_nothing_that_did_not_come_through_the_gate(guarded, ro
             return out
 
     assert asyncio.run(scenario()) == [403, 403, 403]
+
+
+def test_an_unshare_closes_bobs_jupyterlab_kernel_websocket_and_not_alices(guarded, router, issuer, cluster, namespace):
+    """The real thing: JupyterLab's kernel channels, through Traefik and the guard."""
+    admin = Toolshare(cluster.client(), namespace)
+    run = toolrun("lab", endpoints=[{"name": "lab", "port": 8888, "protocol": "http", "path": "/lab"}])
+    run["spec"]["image"] = catalog.JUPYTERLAB
+    run["spec"]["env"] = [{"name": "JUPYTER_BASE_URL", "value": "/lab/"}]
+    admin.create(run)
+    admin.create(runshare("bob-in", run="lab", users=["bob"]))
+    host = routed(admin, "lab", timeout=JUPYTER_START)
+
+    async def kernel_channel(http: aiohttp.ClientSession, person: str):
+        """A kernel of `person`'s and its channels websocket, as JupyterLab's page opens them."""
+        headers = {"Host": host, "Authorization": f"Bearer {issuer.token(person)}"}
+        async with http.get(f"{router.url}/lab/lab", headers=headers) as page:  # sets the _xsrf cookie
+            assert page.status == 200
+            xsrf = page.cookies["_xsrf"].value
+        headers = {**headers, "X-XSRFToken": xsrf, "Cookie": f"_xsrf={xsrf}"}
+        async with http.post(f"{router.url}/lab/api/kernels", headers=headers, json={"name": "python3"}) as r:
+            assert r.status == 201, await r.text()
+            kernel = (await r.json())["id"]
+        ws = await http.ws_connect(f"{router.url}/lab/api/kernels/{kernel}/channels", headers=headers)
+        await kernel_info(ws)
+        return ws
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=JUPYTER_START),
+                                         cookie_jar=aiohttp.DummyCookieJar()) as http:
+            deadline = asyncio.get_running_loop().time() + JUPYTER_START
+            while True:  # the router and JupyterLab both come up by themselves
+                try:
+                    alice = await kernel_channel(http, "alice")
+                    break
+                except (aiohttp.ClientError, AssertionError, KeyError):
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(1)
+            bob = await kernel_channel(http, "bob")
+            await asyncio.to_thread(admin.delete, "runshares", "bob-in")
+            msg = await bob.receive(timeout=30)
+            assert (msg.type, msg.data, msg.extra) == (
+                aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.POLICY_VIOLATION, "access revoked")
+            await kernel_info(alice)  # alice's kernel still answers her
+            await alice.close()
+
+    asyncio.run(scenario())
+
+
+async def kernel_info(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Ask the kernel who it is (Jupyter messaging v5 over the channels websocket); wait for the reply."""
+    msg_id = uuid.uuid4().hex
+    await ws.send_str(json.dumps({"header": {"msg_id": msg_id, "msg_type": "kernel_info_request", "username": "",
+                                             "session": uuid.uuid4().hex, "date": "", "version": "5.3"},
+                                  "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell"}))
+    while True:
+        msg = await ws.receive(timeout=60)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        reply = json.loads(msg.data)
+        if reply.get("parent_header", {}).get("msg_id") == msg_id and reply["msg_type"] == "kernel_info_reply":
+            return
