@@ -47,8 +47,8 @@ RUN = "ws"
 
 def guard_memory(client, node: str) -> int | None:
     """The guard container's working set (bytes), from the kubelet's summary API."""
-    summary_ = json.loads(client.call_api(f"/api/v1/nodes/{node}/proxy/stats/summary", "GET",
-                                          auth_settings=["BearerToken"], _preload_content=False)[0].data)
+    summary_ = json.loads(kubernetes.client.CoreV1Api(client).connect_get_node_proxy_with_path(
+        node, "stats/summary", _preload_content=False).data)
     for pod in summary_.get("pods", []):
         if pod["podRef"]["namespace"] == NS and pod["podRef"]["name"] == RUN:
             for c in pod.get("containers", []):
@@ -62,11 +62,15 @@ async def one_round(url: str, host: str, tokens: dict[str, str], n: int, api, sh
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as http:
         alice = await http.ws_connect(f"{url}/lab/ws", headers=headers["alice"])
-        bobs = await asyncio.gather(*(http.ws_connect(f"{url}/lab/ws", headers=headers["bob"]) for _ in range(n)))
+        bobs: list = []
+        while len(bobs) < n:  # in batches: each one is a forwardAuth round trip to the gate and oauth2-proxy
+            batch = min(50, n - len(bobs))
+            bobs += await asyncio.gather(*(http.ws_connect(f"{url}/lab/ws", headers=headers["bob"])
+                                           for _ in range(batch)))
+            print(f"  {len(bobs)} of bob's websockets open", file=sys.stderr, flush=True)
         for ws in bobs[:3]:
             await ws.send_str("hi")
             assert (await ws.receive(timeout=10)).data == "bob: hi"
-        opened_at = time.monotonic()
         memory_open = await asyncio.to_thread(memory)
 
         async def closed(ws) -> float:
@@ -82,8 +86,7 @@ async def one_round(url: str, host: str, tokens: dict[str, str], n: int, api, sh
         await alice.send_str("still")
         assert (await alice.receive(timeout=10)).data == "alice: still"
         await alice.close()
-        return {"connections": n, "open_seconds": round(sent - opened_at, 2),
-                "revoke_to_close": summary([e - sent for e in ends]), "guard_memory_open_bytes": memory_open}
+        return {"connections": n, "revoke_to_close": summary([e - sent for e in ends]), "guard_memory_open_bytes": memory_open}
 
 
 def main() -> int:
@@ -149,6 +152,7 @@ def main() -> int:
             bob = Asker(router.url, "/lab/x", tokens["bob"], host)
             wait(lambda: bob.status() == 200, 60, "bob let in")
 
+            print(f"round {i + 1}: {n} connection(s)", file=sys.stderr, flush=True)
             outcome = asyncio.run(one_round(router.url, host, tokens, n, api, share, lambda: guard_memory(client, node)))
             outcome["guard_memory_after_bytes"] = guard_memory(client, node)
             result["rounds"].append(outcome)

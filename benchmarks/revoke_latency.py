@@ -13,24 +13,20 @@ runs, each shared with bob, exist first (so the operator and the gate hold N Ing
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 
 import kubernetes
 
+from benchmarks.router_revoke import Asker, create_share, start_operator, summary
 from toolshare.local import services as devservices
 from toolshare.local.controlplane import cluster
 from toolshare.local.controlplane.binaries import ensure_binaries
-from toolshare.local.controlplane.cluster import free_port
 from toolshare.local.dev import install_crds
 from toolshare.local.issuer import DevIssuer
 
@@ -38,60 +34,13 @@ NS, RUN = "bench-gate", "nb"
 GROUP, VERSION = "toolshare.dev", "v1alpha1"
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
-
-
-def summary(values: list[float]) -> dict:
-    ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50_ms": round(pct(ms, 50), 1), "p95_ms": round(pct(ms, 95), 1),
-            "max_ms": round(max(ms), 1), "mean_ms": round(statistics.mean(ms), 1)}
-
-
-class Checker:
-    """GET /check as one person over a kept-alive connection."""
-
-    def __init__(self, gate_url: str, token: str):
-        u = urllib.parse.urlsplit(gate_url)
-        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def status(self, path: str) -> int:
-        self.conn.request("GET", path, headers=self.headers)
-        resp = self.conn.getresponse()
-        resp.read()
-        return resp.status
-
-
-def wait_status(checker: Checker, path: str, want: int, timeout: float = 30.0, interval: float = 0.005) -> float:
+def wait_status(asker: Asker, want: int, timeout: float = 30.0, interval: float = 0.005) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if checker.status(path) == want:
+        if asker.status() == want:
             return time.monotonic() - started
         time.sleep(interval)
-    raise TimeoutError(f"{path} did not answer {want} within {timeout}s")
-
-
-def start_operator(kubeconfig: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{free_port()}",
-           "TOOLSHARE_WEBHOOK_CERT_DIR": str(log.parent / "webhook")}
-    return subprocess.Popen([sys.executable, "-m", "toolshare.cli.main", "operator", "--kubeconfig", str(kubeconfig)],
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def create_share(api: kubernetes.client.CustomObjectsApi, name: str, timeout: float = 60.0) -> None:
-    """Create the share; until the operator's admission webhook is registered, a share is not
-    stamped with its sharer and is not honoured, so recreate it until it is."""
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RunShare", "metadata": {"name": name},
-            "spec": {"runRef": {"name": RUN}, "users": ["bob"]}}
-    deadline = time.monotonic() + timeout
-    while True:
-        obj = api.create_namespaced_custom_object(GROUP, VERSION, NS, "runshares", body)
-        if "toolshare.dev/shared-by" in (obj["metadata"].get("annotations") or {}) or time.monotonic() > deadline:
-            return
-        api.delete_namespaced_custom_object(GROUP, VERSION, NS, "runshares", name)
-        time.sleep(0.5)
+    raise TimeoutError(f"{asker.path} did not answer {want} within {timeout}s")
 
 
 def background_runs(kubeconfig: Path, n: int) -> float:
@@ -140,26 +89,26 @@ def main() -> int:
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "ToolRun", "metadata": {"name": RUN},
             "spec": {"owner": "alice", "image": "img", "endpoints": [{"name": "lab", "port": 8888, "protocol": "http"}]}})
         path = f"/check/{NS}/{RUN}/lab"
-        bob = Checker(gate.url, issuer.token("bob"))
-        alice = Checker(gate.url, issuer.token("alice"))
-        wait_status(alice, path, 202, timeout=60)
+        bob = Asker(gate.url, path, issuer.token("bob"))
+        alice = Asker(gate.url, path, issuer.token("alice"))
+        wait_status(alice, 202, timeout=60)
 
         idle = []
         for _ in range(args.idle_checks):
             t = time.monotonic()
-            alice.status(path)
+            alice.status()
             idle.append(time.monotonic() - t)
 
         allow, deny = [], []
         for i in range(args.rounds):
             name = f"bob-{i}"
             t = time.monotonic()  # from sending the create to the gate's first 202
-            create_share(api, name)
-            wait_status(bob, path, 202)
+            create_share(api, NS, RUN, name)
+            wait_status(bob, 202)
             allow.append(time.monotonic() - t)
             t = time.monotonic()  # from sending the delete to the gate's first 403
             api.delete_namespaced_custom_object(GROUP, VERSION, NS, "runshares", name)
-            wait_status(bob, path, 403)
+            wait_status(bob, 403)
             deny.append(time.monotonic() - t)
         result = {
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, python {platform.python_version()}",

@@ -87,9 +87,9 @@ def until(askers: dict[str, tuple[Asker, int]], timeout: float = 60.0, interval:
     return seen
 
 
-def start_operator(kubeconfig: Path, log: Path, env: dict[str, str]) -> subprocess.Popen:
+def start_operator(kubeconfig: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{free_port()}",
-           "TOOLSHARE_WEBHOOK_CERT_DIR": str(log.parent / f"webhook-{log.stem}"), **env}
+           "TOOLSHARE_WEBHOOK_CERT_DIR": str(log.parent / f"webhook-{log.stem}"), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "toolshare.cli.main", "operator", "--kubeconfig", str(kubeconfig)],
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -114,17 +114,18 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(30)
 
 
-def create_share(api: kubernetes.client.CustomObjectsApi, run: str, name: str, timeout: float = 60.0) -> None:
+def create_share(api: kubernetes.client.CustomObjectsApi, namespace: str, run: str, name: str,
+                 timeout: float = 60.0) -> None:
     """Create the share; until the admission webhook is registered a share is not stamped with its
     sharer and is not honoured, so recreate it until it is."""
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RunShare", "metadata": {"name": name},
             "spec": {"runRef": {"name": run}, "users": ["bob"]}}
     deadline = time.monotonic() + timeout
     while True:
-        obj = api.create_namespaced_custom_object(GROUP, VERSION, NS, "runshares", body)
+        obj = api.create_namespaced_custom_object(GROUP, VERSION, namespace, "runshares", body)
         if "toolshare.dev/shared-by" in (obj["metadata"].get("annotations") or {}) or time.monotonic() > deadline:
             return
-        api.delete_namespaced_custom_object(GROUP, VERSION, NS, "runshares", name)
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, "runshares", name)
         time.sleep(0.5)
 
 
@@ -186,7 +187,7 @@ def measure(backend: str, client, api, router: Traefik, gate_url: str, issuer: D
     for i in range(rounds):
         name = f"bob-{i}"
         t = time.monotonic()  # from sending the create to each path's first allow
-        create_share(api, run, name)
+        create_share(api, NS, run, name)
         offset = time.monotonic() - t  # the create's own round trip, counted in
         for path, seconds in until({"router": (bob["router"], 200), "gate": (bob["gate"], 202)}).items():
             allow[path].append(offset + seconds)

@@ -253,3 +253,18 @@ def test_a_share_that_expires_is_decided_again_at_its_expiry():
         await until(lambda: sent, "the expiry decided", timeout=5)
         assert decisions[-1] >= expiry and sent[0]["revoked"] == [["lab", "bob", []]]
     asyncio.run(go())
+
+
+def test_the_guard_holds_more_connections_than_a_client_pool_would():
+    """Each open websocket holds a connection to the tool; aiohttp's default pool (100) made the
+    101st wait forever (found by benchmarks/revoke_close.py). All are closed on the revocation."""
+    async def check(w: World):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+            bobs = [await asyncio.wait_for(s.ws_connect(f"{w.url}/ws", headers=w.headers("bob")), 10)
+                    for _ in range(120)]
+            await bobs[-1].send_str("last")
+            assert (await bobs[-1].receive(timeout=5)).data == "echo last"
+            w.revoke("bob")
+            for ws in bobs:
+                assert (await ws.receive(timeout=10)).data == WSCloseCode.POLICY_VIOLATION
+    run(check)

@@ -234,7 +234,10 @@ class Guard:
         return _text(200, "ok")
 
     async def serve(self) -> None:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+        # No pool limit: every open websocket and download holds one connection to the tool for its
+        # whole life (aiohttp's default of 100 made the 101st wait for a free one, forever).
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
         runners = []
         try:
             for endpoint in self.config.endpoints:

@@ -71,7 +71,8 @@ def render_guard(run: Mapping, namespace: str, name: str, settings: Settings) ->
                            "timeoutSeconds": 2, "successThreshold": 1, "failureThreshold": 2},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": ops}, "periodSeconds": 10,
                           "timeoutSeconds": 2, "failureThreshold": 3},
-        "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}},
+        # 31 MB idle, 70 MB holding 1,000 websockets (BENCHMARKS.md, "Guard").
+        "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": {"runAsNonRoot": True, "runAsUser": GUARD_UID, "runAsGroup": GUARD_UID,
                             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
