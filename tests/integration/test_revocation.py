@@ -23,6 +23,7 @@ import pytest
 from tests.support import rbac
 from tests.support.install import resume_session_operator, start_operator
 from tests.support.objects import Toolshare, runshare, toolrun
+from tests.support.routing import through
 from tests.support.tools import START, routed, tool_ready, web_run
 from tests.support.wait import wait_for
 from toolshare import grant
@@ -230,6 +231,8 @@ def test_an_unshare_closes_bobs_jupyterlab_kernel_websocket_and_not_alices(guard
             bob = await kernel_channel(http, "bob")
             await asyncio.to_thread(admin.delete, "runshares", "bob-in")
             msg = await bob.receive(timeout=30)
+            while msg.type == aiohttp.WSMsgType.TEXT:  # the kernel's own messages still on their way
+                msg = await bob.receive(timeout=30)
             assert (msg.type, msg.data, msg.extra) == (
                 aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.POLICY_VIOLATION, "access revoked")
             await kernel_info(alice)  # alice's kernel still answers her
@@ -250,3 +253,27 @@ async def kernel_info(ws: aiohttp.ClientWebSocketResponse) -> None:
         reply = json.loads(msg.data)
         if reply.get("parent_header", {}).get("msg_id") == msg_id and reply["msg_type"] == "kernel_info_reply":
             return
+
+
+def test_a_guard_that_cannot_reach_the_gate_fails_closed_and_shows_on_the_runs_status(
+        guarded, router, issuer, cluster, namespace):
+    admin = Toolshare(cluster.client(), namespace)
+    admin.create(web_run("mx", PORTS))
+    host = routed(admin, "mx", timeout=START)
+    wait_for(lambda: through(router, host, "/lab/tree", issuer.token("alice"))[0] == 200, what="alice in")
+    guarded.stop()  # the gate this module's guards follow
+
+    def tool_condition():
+        run = admin.get("toolruns", "mx") or {}
+        return next((c for c in (run.get("status") or {}).get("conditions") or [] if c["type"] == "ToolReady"), {})
+
+    try:
+        # Not Ready: the Service sends the router nothing, and the run's status names the guard.
+        cond = wait_for(lambda: (c := tool_condition()).get("status") == "False" and c, timeout=60,
+                        what="ToolReady False once the guard has lost the gate")
+        assert cond["reason"] == "ContainersNotReady" and "toolshare-guard" in cond["message"], cond
+        assert through(router, host, "/lab/tree", issuer.token("alice"))[0] != 200
+    finally:
+        guarded.start()
+    wait_for(lambda: tool_condition().get("status") == "True", timeout=60, what="ToolReady again with the gate back")
+    wait_for(lambda: through(router, host, "/lab/tree", issuer.token("alice"))[0] == 200, what="alice in again")

@@ -145,6 +145,9 @@ def test_only_requests_with_the_gates_grant_for_this_endpoint_get_through_and_th
             assert (await status(w.headers("alice", at=time.time() - grant.TTL - 1)))[0] == 403
             assert await status(w.headers("alice")) == (200, "hello alice")
             assert not any(k.lower() == grant.HEADER.lower() for k in w.seen_headers[-1])
+            # Who is calling is the grant's word, whatever else the request says.
+            assert await status({**w.headers("alice"), "X-Auth-Request-User": "mallory"}) == (200, "hello alice")
+            assert w.seen_headers[-1]["X-Auth-Request-Groups"] == "physics"
             async with s.get(f"http://127.0.0.1:{w.ops_port}/readyz") as r:
                 assert r.status == 200
     run(check)

@@ -43,9 +43,15 @@ GRANT = grant.HEADER.lower()
 Identity = tuple[str, str, tuple[str, ...]]
 
 
-def forwarded(headers) -> list[tuple[str, str]]:
-    """The request's headers for the tool: no hop-by-hop header and never the grant."""
-    return [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != GRANT]
+IDENTITY = {"x-auth-request-user", "x-auth-request-groups"}
+
+
+def forwarded(headers, found: grant.Grant) -> list[tuple[str, str]]:
+    """The request's headers for the tool: no hop-by-hop header, never the grant, and who is
+    calling as the grant says (the router sets the same from the gate's answer; a request that
+    reached the guard some other way with a grant cannot claim anyone else)."""
+    kept = [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP | IDENTITY and k.lower() != GRANT]
+    return kept + [("X-Auth-Request-User", found.user), ("X-Auth-Request-Groups", ",".join(found.groups))]
 
 
 class Guard:
@@ -181,7 +187,7 @@ class Guard:
         try:
             async with self.session.request(
                     request.method, f"{_scheme(endpoint)}://127.0.0.1:{endpoint.tool_port}{request.rel_url}",
-                    headers=forwarded(request.headers), data=request.content if request.body_exists else None,
+                    headers=forwarded(request.headers, found), data=request.content if request.body_exists else None,
                     allow_redirects=False, auto_decompress=False, ssl=False) as upstream:
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=[
                     (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP])
@@ -201,7 +207,7 @@ class Guard:
                          token: str) -> web.StreamResponse:
         assert self.session is not None
         protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        headers = [(k, v) for k, v in forwarded(request.headers) if k.lower() not in WEBSOCKET_HANDSHAKE]
+        headers = [(k, v) for k, v in forwarded(request.headers, found) if k.lower() not in WEBSOCKET_HANDSHAKE]
         try:
             upstream = await self.session.ws_connect(
                 f"{_scheme(endpoint).replace('http', 'ws')}://127.0.0.1:{endpoint.tool_port}{request.rel_url}",
