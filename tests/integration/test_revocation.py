@@ -24,7 +24,7 @@ from tests.support import rbac
 from tests.support.install import resume_session_operator, start_operator
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.routing import through
-from tests.support.tools import START, routed, tool_ready, web_run
+from tests.support.tools import START, routed, tool_ready, web_run, ws_exchange
 from tests.support.wait import wait_for
 from toolshare import grant
 from toolshare.local import services as devservices
@@ -142,19 +142,14 @@ def test_a_revocation_closes_the_open_connections_of_exactly_who_lost_access(
     assert [c["name"] for c in admin.core.read_namespaced_pod("mx", namespace).to_dict()["spec"]["containers"]] == [
         "tool", "toolshare-guard"]
 
+    # The router picks the route up by itself: until then a websocket is refused.
+    wait_for(lambda: ws_exchange(router.url, host, issuer.token("alice"), [])[0] == 101, timeout=60,
+             what="alice's websocket routed")
+
     async def scenario() -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
             token = {p: issuer.token(p) for p in ("alice", "bob", "carol")}
-            # The router picks the route up by itself: until then a websocket is refused.
-            deadline = asyncio.get_running_loop().time() + 60
-            while True:
-                try:
-                    alice = await Session(http, router.url, host, token["alice"]).open()
-                    break
-                except (aiohttp.WSServerHandshakeError, AssertionError):
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
+            alice = await Session(http, router.url, host, token["alice"]).open()
             bob = await Session(http, router.url, host, token["bob"]).open(download=True)
             assert await refused(http, router.url, host, token["carol"]) == (403, 403)
             await asyncio.to_thread(revoke_case, kind, ts)
@@ -216,18 +211,14 @@ def test_an_unshare_closes_bobs_jupyterlab_kernel_websocket_and_not_alices(guard
         await kernel_info(ws)
         return ws
 
+    # The router and JupyterLab both come up by themselves: until then the page is not served.
+    wait_for(lambda: through(router, host, "/lab/lab", issuer.token("alice"))[0] == 200, timeout=JUPYTER_START,
+             what="JupyterLab served to alice through Traefik")
+
     async def scenario() -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=JUPYTER_START),
                                          cookie_jar=aiohttp.DummyCookieJar()) as http:
-            deadline = asyncio.get_running_loop().time() + JUPYTER_START
-            while True:  # the router and JupyterLab both come up by themselves
-                try:
-                    alice = await kernel_channel(http, "alice")
-                    break
-                except (aiohttp.ClientError, AssertionError, KeyError):
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise
-                    await asyncio.sleep(1)
+            alice = await kernel_channel(http, "alice")
             bob = await kernel_channel(http, "bob")
             await asyncio.to_thread(admin.delete, "runshares", "bob-in")
             msg = await bob.receive(timeout=30)

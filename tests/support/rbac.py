@@ -9,6 +9,7 @@ from pathlib import Path
 import kubernetes
 import yaml
 
+from tests.support.wait import wait_for
 from toolshare.local.dev import kubectl, repo_root
 
 OPERATOR_NAMESPACE, OPERATOR_SA = "toolshare-system", "toolshare-operator"
@@ -59,12 +60,8 @@ def _wait_operator_may(cluster, verb: str, resource: str, group: str, allowed: b
     authz = kubernetes.client.AuthorizationV1Api(cluster.client())
     review = {"spec": {"user": f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}", "resourceAttributes": {
         "namespace": "default", "verb": verb, "group": group, "resource": resource}}}
-    deadline = time.monotonic() + timeout
-    while bool(authz.create_subject_access_review(review).status.allowed) != allowed:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the operator's account still {'may not' if allowed else 'may'} {verb} {resource} "
-                                 f"after {timeout:.0f} s")
-        time.sleep(0.1)
+    wait_for(lambda: bool(authz.create_subject_access_review(review).status.allowed) == allowed, timeout=timeout,
+             interval=0.1, what=f"the operator's account {'allowed' if allowed else 'refused'} {verb} {resource}")
 
 
 def service_account_kubeconfig(cluster, namespace: str, name: str, path: Path, hours: int = 24) -> Path:
