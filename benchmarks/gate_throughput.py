@@ -10,6 +10,9 @@ Three measurements on the same machine, same run:
 The gate decides from ToolRuns and RunShares created directly on a local control plane (no
 operator): --runs runs, each shared with bob by its owner; the one asked about is among them.
 Also reports the gate's resident memory once it holds them all. Needs wrk (Debian package `wrk`).
+
+With --page, also the Toolshare page of alice, who owns every run: its first page, its last page
+and a search, through gate + oauth2-proxy, each against /check (the floor) in the same run.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--runs", type=int, default=1, help="ToolRuns (each shared with bob) the gate holds")
+    p.add_argument("--page", action="store_true", help="also time alice's page (she owns every run)")
     args = p.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
@@ -157,6 +161,13 @@ def main(argv=None) -> int:
             "oauth2_proxy_alone": wrk(f"{proxy.url}/oauth2/auth", token, args.seconds, args.connections),
             "gate_alone": wrk(bare.url + check, token, args.seconds, args.connections),
         }
+        if args.page:
+            alice = issuer.token("alice")
+            last = -(-args.runs // 20)
+            for name, path in (("page_first", "/"), ("page_last", f"/?page={last}"),
+                               ("page_search", f"/?q={RUN}-{args.runs // 2}")):
+                result[name] = wrk(gate.url + path, alice, args.seconds, args.connections)
+            result["page_floor_check"] = wrk(gate.url + check, token, args.seconds, args.connections)
         print(json.dumps(result, indent=2))
     finally:
         for s in services:

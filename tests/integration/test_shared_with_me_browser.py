@@ -45,9 +45,9 @@ def test_bob_sees_alices_run_in_shared_with_me(operator, gate, issuer, cluster, 
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 640},
                                     extra_http_headers={"Authorization": f"Bearer {issuer.token('bob')}"})
-            response = page.goto(f"{gate.url}/shared-with-me")
+            response = page.goto(f"{gate.url}/shared-with-me?q={namespace}")
             assert response is not None and response.status == 200
-            assert page.title() == "Shared with me · Toolshare"
+            assert page.title() == "Toolshare"
             assert "Signed in as bob" in page.inner_text(".who")
             shared = page.locator("table").first
             rnaseq = shared.locator("tr", has_text="rnaseq")
@@ -56,7 +56,7 @@ def test_bob_sees_alices_run_in_shared_with_me(operator, gate, issuer, cluster, 
             assert [links.nth(i).inner_text() for i in range(links.count())] == ["api", "lab"]  # by name
             assert rnaseq.get_by_role("link", name="lab").get_attribute("href") == f"http://rnaseq-{namespace}.toolshare.localhost/lab"
             assert "group lab" in shared.locator("tr", has_text="dashboards").inner_text()
-            assert "scratch" in page.locator("table").nth(1).inner_text()
+            assert "scratch" in page.locator(f"#run-{namespace}-scratch h3").inner_text()  # under Your runs
             shot = tmp_path / "shared-with-me.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:

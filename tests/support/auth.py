@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import rbac
 from toolshare.local import services as devservices
+from toolshare.local.controlplane.binaries import ensure_binaries
 from toolshare.local.controlplane.cluster import free_port
 from toolshare.local.issuer import DevIssuer
 
@@ -39,8 +40,12 @@ def gate_port():
 
 @pytest.fixture(scope="session")
 def gate(cluster, crds, oauth2_proxy, gate_port, tmp_path_factory):
-    svc = devservices.gate(cluster.kubeconfig(), f"{oauth2_proxy.url}/oauth2/auth",
-                           tmp_path_factory.mktemp("gate"), port=gate_port, env=rbac.POLICY_ENV).start()
+    """The gate under its own service account, bound to exactly manifests/gate's ClusterRole (as
+    deployed): what it reads and what it may write as the people on its page are the real rights."""
+    work = tmp_path_factory.mktemp("gate")
+    kubeconfig = rbac.install_gate(ensure_binaries(), cluster, work / "gate.kubeconfig")
+    svc = devservices.gate(kubeconfig, f"{oauth2_proxy.url}/oauth2/auth", work, port=gate_port,
+                           env=rbac.POLICY_ENV).start()
     yield svc
     svc.stop()
 

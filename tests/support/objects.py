@@ -73,6 +73,10 @@ class Toolshare:
                 return None
             raise
 
+    def list(self, plural: str) -> list[dict]:
+        return sorted(self.api.list_namespaced_custom_object(GROUP, VERSION, self.ns, plural)["items"],
+                      key=lambda o: o["metadata"]["name"])
+
     def patch(self, plural: str, name: str, patch: dict) -> dict:
         return self.api.patch_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name, patch)
 

@@ -114,3 +114,25 @@ def can(client, namespace: str, verb: str, resource: str, group: str = "toolshar
     review = kubernetes.client.AuthorizationV1Api(client).create_self_subject_access_review({"spec": {
         "resourceAttributes": {"namespace": namespace, "verb": verb, "resource": resource, "group": group}}})
     return bool(review.status.allowed)
+
+
+GATE_NAMESPACE, GATE_SA = "toolshare-system", "toolshare-gate"
+
+
+def install_gate(bins, cluster, path: Path) -> Path:
+    """The gate's service account, ClusterRole and binding from manifests/gate (not its Deployment:
+    the session gate runs as a process here), as an administrator applies them; returns a
+    kubeconfig of that account, once the authorizer grants it what the ClusterRole says."""
+    docs = [d for f in ("clusterrole.yaml", "gate.yaml")
+            for d in yaml.safe_load_all((repo_root() / "manifests" / "gate" / f).read_text())
+            if d and d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    kubectl(bins, cluster.kubeconfig(), "apply", "--server-side", "--field-manager=toolshare-test",
+            "-f", str(repo_root() / "manifests" / "rbac" / "namespace.yaml"))
+    kubectl(bins, cluster.kubeconfig(), "apply", "--server-side", "--field-manager=toolshare-test", "-f", "-",
+            input=yaml.safe_dump_all(docs))
+    authz = kubernetes.client.AuthorizationV1Api(cluster.client())
+    review = {"spec": {"user": f"system:serviceaccount:{GATE_NAMESPACE}:{GATE_SA}", "resourceAttributes": {
+        "verb": "impersonate:user-info", "group": "authentication.k8s.io", "resource": "users", "name": "alice"}}}
+    wait_for(lambda: bool(authz.create_subject_access_review(review).status.allowed), timeout=30, interval=0.1,
+             what="the gate's account granted its ClusterRole")
+    return service_account_kubeconfig(cluster, GATE_NAMESPACE, GATE_SA, path)

@@ -20,7 +20,8 @@ ROOT = Path(toolshare.__file__).parent
 PURE = {"toolshare.model", "toolshare.access", "toolshare.principals", "toolshare.policy", "toolshare.settings",
         "toolshare.conditions", "toolshare.images", "toolshare.render", "toolshare.admission.decisions",
         "toolshare.admission.directory", "toolshare.gate.verdict", "toolshare.gate.shared", "toolshare.gate.page",
-        "toolshare.grant", "toolshare.guard.config"}
+        "toolshare.grant", "toolshare.guard.config", "toolshare.sharing", "toolshare.gate.csrf", "toolshare.gate.forms",
+        "toolshare.gate.owner"}
 IMPURE_LIBRARIES = {"kopf", "kubernetes", "aiohttp", "urllib3", "prometheus_client", "requests"}
 ISOLATED = ("toolshare.controller", "toolshare.admission", "toolshare.gate", "toolshare.guard")
 NOT_PRODUCT = ("toolshare.local", "toolshare.cli")

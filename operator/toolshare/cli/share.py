@@ -18,32 +18,28 @@ RunShares naming you that you may read.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
-import re
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import kubernetes
 import urllib3
 
 from toolshare.client.kube import ApiError, Kube
-from toolshare.model import is_endpoint_name, is_run_name, parse_time
-from toolshare.principals import validate_principal
+from toolshare.sharing import (ShareInputError, check_principals, check_run_share, desired_share, parse_expiry,
+                               share_name)
 
 FIELD_MANAGER = "kubectl-toolshare"
 # Stamped by Toolshare's admission webhook with the requester; shown, never written, here.
 ANN_SHARED_BY = "toolshare.dev/shared-by"
 API = "toolshare.dev/v1alpha1"
-_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
-class UsageError(ValueError):
-    """Bad command-line input; the message names the option."""
+UsageError = ShareInputError  # bad command-line input; the message names the option
 
 
 class Refused(Exception):
@@ -63,53 +59,6 @@ class refusing:
         if isinstance(error, ApiError):
             raise Refused(f"the API server refused to {self.what}: {error.status_message}") from error
         return False
-
-
-def parse_expiry(text: str, now: dt.datetime) -> str:
-    """--expires: a duration (2h, 1d12h, 30m) from now, or an RFC 3339 time; RFC 3339 UTC out."""
-    m = _DURATION_RE.fullmatch(text.strip())
-    if m and any(m.groups()):
-        d, h, mi, s = (int(g or 0) for g in m.groups())
-        when = now + dt.timedelta(days=d, hours=h, minutes=mi, seconds=s)
-    else:
-        try:
-            when = parse_time(text)
-        except ValueError:
-            raise UsageError(f"--expires {text!r}: give a duration such as 2h, 1d or 30m, "
-                             "or an RFC 3339 time such as 2026-12-01T18:00:00Z") from None
-    if when <= now:
-        raise UsageError(f"--expires {text!r} is in the past")
-    return when.astimezone(dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def share_name(run: str, endpoints: Iterable[str]) -> str:
-    """<run>-share[-<hash of endpoints>]: one share per run and endpoint set, at most 63 chars."""
-    endpoints = sorted(endpoints)
-    suffix = "share" if not endpoints else "share-" + hashlib.sha256(",".join(endpoints).encode()).hexdigest()[:6]
-    return f"{run[:63 - len(suffix) - 1]}-{suffix}"
-
-
-def check_principals(option: str, names: Iterable[str]) -> list[str]:
-    names = list(names)
-    for name in names:
-        if problem := validate_principal(name):
-            raise UsageError(f"{option} {name!r}: {problem}")
-    return names
-
-
-def desired_share(name: str, namespace: str, run: str, users: list[str], groups: list[str],
-                  endpoints: list[str], expires_at: str | None) -> dict:
-    spec: dict = {"runRef": {"name": run}}
-    if users:
-        spec["users"] = sorted(set(users))
-    if groups:
-        spec["groups"] = sorted(set(groups))
-    if endpoints:
-        spec["endpoints"] = sorted(set(endpoints))
-    if expires_at:
-        spec["expiresAt"] = expires_at
-    return {"apiVersion": API, "kind": "RunShare", "metadata": {"name": name, "namespace": namespace},
-            "spec": spec}
 
 
 # --- talking to the API server ---------------------------------------------------------------
@@ -168,15 +117,7 @@ def share(kube: Kube, namespace: str, run: str, users: list[str], groups: list[s
           endpoints: list[str], expires: str | None, name: str | None = None,
           now: dt.datetime | None = None) -> tuple[dict, bool | None]:
     """Apply the share; (the applied RunShare, whether the run exists: None if we may not read it)."""
-    if not is_run_name(run):
-        raise UsageError(f"RUN {run!r} must be a ToolRun name (DNS-1035 label)")
-    check_principals("--user", users)
-    check_principals("--group", groups)
-    if not users and not groups:
-        raise UsageError("give at least one --user or --group")
-    for ep in endpoints:
-        if not is_endpoint_name(ep):
-            raise UsageError(f"--endpoint {ep!r} must be an endpoint name such as lab")
+    check_run_share(run, users, groups, endpoints)
     now = now or dt.datetime.now(dt.timezone.utc)
     expires_at = parse_expiry(expires, now) if expires else None
     name = name or share_name(run, endpoints)

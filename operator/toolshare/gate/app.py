@@ -1,9 +1,10 @@
-"""`toolshare gate`: the aiohttp service behind every run's auth-url, and the "Shared with me" page.
+"""`toolshare gate`: the aiohttp service behind every run's auth-url, and the Toolshare page.
 
 Stateless apart from what it watches, so any number of replicas can run side by side: each lists
 and watches the ToolRuns and RunShares itself (through state/, the same views the operator keeps)
-and decides with access.py, the code that renders the Ingresses. No request ever causes a
-Kubernetes API call; every request asks oauth2-proxy who the caller is.
+and decides with access.py, the code that renders the Ingresses. Every request asks oauth2-proxy
+who the caller is. No check ever causes a Kubernetes API call; a share or unshare from the page is
+one write, sent as the signed-in person (gate/writes.py), after the anti-CSRF check (gate/csrf.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
@@ -21,21 +24,34 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from toolshare import access, grant, model
 from toolshare.client.config import ApiConfig
-from toolshare.gate import metrics, verdict
+from toolshare.gate import csrf, forms, metrics, owner, verdict
 from toolshare.gate.guards import Guards
 from toolshare.gate.identity import (DEFAULT_SESSION_COOKIE, Claims, IdentityRefused, IdentityUnavailable,
                                      OAuth2Proxy, without_session)
-from toolshare.gate.page import render_page
+from toolshare.gate.page import HEADERS, SCRIPT, STYLE, render_page
 from toolshare.gate.shared import shared_with_me
 from toolshare.gate.signin import signin_location
 from toolshare.gate.watch import Reflector
+from toolshare.gate.writes import Writer
 from toolshare.policy import Policy
 from toolshare.settings import Settings
+from toolshare.sharing import ShareInputError
 from toolshare.state import views
 from toolshare.state.cache import CACHE
 
 log = logging.getLogger("toolshare.gate")
 WATCHED = (("toolruns", "ToolRun"), ("runshares", "RunShare"), ("imageshares", "ImageShare"))
+MAX_FORM_BYTES = 64 * 1024
+CONFLICT_ATTEMPTS = 3
+# How long a write from the page waits for the gate's own watch to show it, so the page it
+# redirects to shows the change (a watch event takes milliseconds; this is the bound).
+SEEN_TIMEOUT = 10.0
+NOTICES = {
+    "shared": "Shared: the people you added can open the run now.",
+    "removed": "Removed: they are refused from their next request on.",
+    "image-shared": "Image shared: they may launch runs of it now.",
+    "image-removed": "Removed: they may no longer launch new runs of the image.",
+}
 
 
 @dataclass
@@ -61,6 +77,8 @@ class Gate:
         self.tasks: list[asyncio.Task] = []
         self.session: aiohttp.ClientSession | None = None
         self.identity: OAuth2Proxy | None = None
+        self.writer: Writer | None = None
+        self._tick = asyncio.Event()  # set (and replaced) on every watch event: a write's wait for it
         views.configure(config.settings)
         views.register_sharee_views()
         self.guards = Guards(config.grant_key.public_key(), self._may_stay, self._shares,
@@ -72,6 +90,8 @@ class Gate:
         def changed(namespace: str | None) -> None:
             if self.guards is not None:  # whoever a guard holds may have lost access
                 self.guards.changed(namespace)
+            self._tick.set()
+            self._tick = asyncio.Event()
 
         def on_replace(items: list[dict]) -> None:
             for item in items:  # a LIST's items carry no apiVersion or kind
@@ -97,6 +117,7 @@ class Gate:
         self.session = aiohttp.ClientSession()
         self.identity = OAuth2Proxy(self.config.auth_url, self.session, self.config.claims)
         api = ApiConfig.load(self.config.kubeconfig)
+        self.writer = Writer(api, self.session)
         self.reflectors = []
         for plural, kind in WATCHED:
             on_replace, on_event = self._feed(plural, kind)
@@ -180,17 +201,17 @@ class Gate:
             return _text(401, "sign in first")
         return _text(403, f"{identity.user} may not use {name}/{ep} in {ns}")
 
-    async def _view(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
+    async def _signed_in(self, request: web.Request) -> tuple[verdict.Identity | None, web.Response | None]:
         if not self.ready:
             return None, _text(503, "the gate is not in sync with the cluster; refusing until it is")
         try:
-            identity = await self._identify(request)
+            return await self._identify(request), None
         except IdentityUnavailable:
             return None, _text(503, "cannot verify who you are right now (oauth2-proxy unreachable)")
         except IdentityRefused as e:
             return None, _text(403, str(e))
-        if identity is None:
-            return None, None
+
+    def _shared_view(self, identity: verdict.Identity) -> dict:
         now = dt.datetime.now(dt.timezone.utc)
         reached = []
         for share in views.shares_naming(identity.user, identity.groups):
@@ -201,7 +222,21 @@ class Gate:
                     shares = views.shares_for(namespace, run["metadata"]["name"])
                     reached.append((run, shares, views.runs_for(namespace, run, shares)))
         owned = [r for r in views.runs_owned_by(identity.user) if self._holds_host(r)]
-        return shared_with_me(identity, owned, reached, self.config.settings, now, self.config.policy), None
+        view = shared_with_me(identity, owned, reached, self.config.settings, now, self.config.policy)
+        view["imagesSharedWithMe"] = owner.images_shared_with(identity, views.imageshares())
+        return view
+
+    def _owner_view(self, identity: verdict.Identity, query: str, page: int) -> dict:
+        def shares_of(run: dict):
+            ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
+            shares = views.shares_for(ns, name)
+            return shares, views.runs_for(ns, run, shares)
+
+        all_images = views.imageshares()
+        return owner.owner_view(identity, views.runs_owned_by(identity.user), shares_of,
+                                [s for s in all_images if (s.get("spec") or {}).get("owner") == identity.user],
+                                all_images, self.config.settings, dt.datetime.now(dt.timezone.utc),
+                                self.config.policy, query=query, page=page)
 
     @staticmethod
     def _image_shares(run: dict | None) -> list:
@@ -216,26 +251,178 @@ class Gate:
         holder = model.host_claims(views.runs_on_host(host), self.config.settings).get(host)
         return holder is not None and holder["metadata"].get("uid") == run["metadata"].get("uid")
 
+    def _csrf_token(self, request: web.Request, identity: verdict.Identity) -> str:
+        cred = csrf.credential(request.headers, request.headers.getall("Cookie", []), self.config.session_cookie)
+        return csrf.token(cred, identity.user) if cred else ""
+
+    def _render(self, request: web.Request, identity: verdict.Identity, status: int = 200, notice: str = "",
+                error: str = "", form_for: tuple[str, str] | None = None, form: dict | None = None) -> web.Response:
+        where = request.get("form") or request.query  # a form carries the search and page it came from
+        try:
+            page = int(str(where.get("page") or "1"))
+        except ValueError:
+            page = 1
+        html = render_page(self._shared_view(identity), self._owner_view(identity, str(where.get("q") or "")[:200],
+                                                                          page),
+                           self._csrf_token(request, identity), notice, error, form_for, form)
+        return web.Response(status=status, text=html, content_type="text/html", headers=HEADERS)
+
     async def page(self, request: web.Request) -> web.Response:
-        view, error = await self._view(request)
+        identity, error = await self._signed_in(request)
         if error is not None:
             return error
-        if view is None:
+        if identity is None:
             if self.config.signin_url:
                 raise web.HTTPFound(self.config.signin_url)
             return _text(401, "sign in first")
-        return web.Response(text=render_page(view), content_type="text/html",
-                            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                                     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+        return self._render(request, identity, notice=NOTICES.get(request.query.get("done", ""), ""))
 
     async def api(self, request: web.Request) -> web.Response:
-        view, error = await self._view(request)
+        identity, error = await self._signed_in(request)
         if error is not None:
             return error
-        if view is None:
+        if identity is None:
             return web.json_response({"error": "not signed in"}, status=401)
-        return web.Response(text=json.dumps(view, indent=1), content_type="application/json",
+        return web.Response(text=json.dumps(self._shared_view(identity), indent=1), content_type="application/json",
                             headers={"Cache-Control": "no-store"})
+
+    # --- writes from the page --------------------------------------------------------------
+
+    async def _writer_gate(self, request: web.Request) -> tuple[verdict.Identity | None, dict, web.Response | None]:
+        """Who may write: signed in, from the page's own origin, with the form's token."""
+        identity, error = await self._signed_in(request)
+        if error is not None:
+            return None, {}, error
+        if identity is None:
+            return None, {}, _text(401, "sign in first")
+        if (why := csrf.cross_site(request.headers, request.host)) is not None:
+            return None, {}, _text(403, f"refused: {why}")
+        data = await request.post()
+        form = {k: (data.getall(k) if k == "endpoints" else data.get(k)) for k in data.keys()}
+        cred = csrf.credential(request.headers, request.headers.getall("Cookie", []), self.config.session_cookie)
+        if not csrf.valid(form.get(csrf.FIELD), cred, identity.user):
+            return None, {}, _text(403, "refused: the form's token is missing or not from your session; "
+                                        "reload the page and try again")
+        request["form"] = form
+        return identity, form, None
+
+    async def _apply(self, request: web.Request, identity: verdict.Identity,
+                     write: forms.Write | Callable[[], forms.Write], done: str, anchor: str,
+                     form_for: tuple[str, str] | None = None, form: dict | None = None) -> web.Response:
+        """Send the write as the person; a builder is asked again after a conflict (its precondition
+        named a resourceVersion an unrelated status write moved on), up to CONFLICT_ATTEMPTS times."""
+        assert self.writer is not None
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                sent = write() if callable(write) else write
+            except ShareInputError as e:
+                return self._render(request, identity, 409, error=str(e), form_for=form_for, form=form)
+            outcome = await self.writer.send(sent, identity)
+            if outcome.status != 409 or not callable(write) or attempt == CONFLICT_ATTEMPTS:
+                break
+            await self._next_event(1.0)
+        if not outcome.ok:
+            status = outcome.status if 400 <= outcome.status < 500 else 502
+            return self._render(request, identity, status, error=f"Could not {sent.what}: {outcome.message}",
+                                form_for=form_for, form=form)
+        await self._seen(sent, outcome.obj)
+        where = request.get("form") or {}
+        back = {"q": str(where.get("q") or ""), "page": str(where.get("page") or "1"), "done": done}
+        raise web.HTTPSeeOther(f"/?{urlencode(back)}#{anchor}")
+
+    async def _next_event(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._tick.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def _seen(self, write: forms.Write, stored: dict | None) -> None:
+        """Until the gate's watch shows the write (the next page load then shows it too)."""
+        def shown() -> bool:
+            if stored is None:  # a delete
+                return self._cached(write.plural, write.namespace, write.name or "") is None
+            meta = stored.get("metadata") or {}
+            cached = self._cached(write.plural, write.namespace, meta.get("name", ""))
+            return cached is not None and cached["metadata"].get("resourceVersion") == meta.get("resourceVersion")
+
+        deadline = time.monotonic() + SEEN_TIMEOUT
+        while not shown() and (left := deadline - time.monotonic()) > 0:
+            try:
+                await asyncio.wait_for(self._tick.wait(), left)
+            except TimeoutError:
+                log.warning("%s: not seen by the gate's watch after %.0f s", write.what, SEEN_TIMEOUT)
+
+    @staticmethod
+    def _cached(plural: str, namespace: str, name: str) -> dict | None:
+        if plural == "runshares":
+            return views.share(namespace, name)
+        return next((s for s in views.imageshares() if (s["metadata"]["namespace"], s["metadata"]["name"])
+                     == (namespace, name)), None)
+
+    async def add_run_share(self, request: web.Request) -> web.Response:
+        identity, form, refused = await self._writer_gate(request)
+        if refused is not None:
+            return refused
+        assert identity is not None
+        ns, name = request.match_info["namespace"], request.match_info["run"]
+        run = views.run(ns, name)
+        if run is None:
+            return self._render(request, identity, 404, error=f"There is no run {name!r} in {ns!r}.")
+        key = (ns, name)
+        try:
+            write = forms.add_run_share(form, run, lambda n: views.share(ns, n) is not None,
+                                        dt.datetime.now(dt.timezone.utc))
+        except ShareInputError as e:
+            return self._render(request, identity, 422, error=str(e), form_for=key, form=form)
+        return await self._apply(request, identity, write, "shared", f"run-{ns}-{name}", key, form)
+
+    async def remove_from_share(self, request: web.Request) -> web.Response:
+        identity, form, refused = await self._writer_gate(request)
+        if refused is not None:
+            return refused
+        assert identity is not None
+        plural = "runshares" if request.path.startswith("/runshares/") else "imageshares"
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        share = self._cached(plural, ns, name)
+        if share is None:
+            return self._render(request, identity, 404, error=f"{name!r} in {ns!r} is already gone.")
+        generation = share["metadata"].get("generation")
+        if form.get("gen") != str(generation):
+            return self._render(request, identity, 409, error=f"{name!r} changed since this page was loaded: "
+                                                              "nothing was removed; look again and retry")
+        principal, kind = form.get("principal") or "", form.get("kind") or ""
+
+        def build() -> forms.Write:
+            # From the share as the gate holds it now (a status write by the operator moves its
+            # resourceVersion, which a delete's precondition names); refused if its spec moved on.
+            now = self._cached(plural, ns, name)
+            if now is None or now["metadata"].get("generation") != generation:
+                raise ShareInputError(f"{name!r} changed since this page was loaded: nothing was removed; "
+                                      "look again and retry")
+            return forms.remove(now, kind, principal) if principal else forms.delete(now)
+
+        anchor = (f"run-{ns}-{(share.get('spec') or {}).get('runRef', {}).get('name', '')}"
+                  if plural == "runshares" else "h-images")
+        return await self._apply(request, identity, build, "removed" if plural == "runshares" else "image-removed",
+                                 anchor)
+
+    async def add_image_share(self, request: web.Request) -> web.Response:
+        identity, form, refused = await self._writer_gate(request)
+        if refused is not None:
+            return refused
+        assert identity is not None
+        try:
+            write = forms.add_image_share(form, identity.user)
+        except ShareInputError as e:
+            return self._render(request, identity, 422, error=str(e), form_for=("image", ""), form=form)
+        return await self._apply(request, identity, write, "image-shared", "h-images", ("image", ""), form)
+
+    @staticmethod
+    async def asset(request: web.Request) -> web.Response:
+        body, kind = {"toolshare.css": (STYLE, "text/css"), "toolshare.js": (SCRIPT, "text/javascript")}[
+            request.match_info["name"]]
+        return web.Response(text=body, content_type=kind, headers={
+            "Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _text(200, "ok")
@@ -263,7 +450,7 @@ def make_apps(config: GateConfig) -> tuple[web.Application, web.Application]:
     /healthz, /readyz, /metrics) over one Gate. The second listens on a port of its own, so
     nothing reachable through the router's auth-url or a run's host serves metrics or probes."""
     gate = Gate(config)
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_FORM_BYTES)
     app["gate"] = gate
     app.on_startup.append(gate.start)
     app.on_cleanup.append(gate.stop)
@@ -271,6 +458,11 @@ def make_apps(config: GateConfig) -> tuple[web.Application, web.Application]:
     app.router.add_get("/", gate.page)
     app.router.add_get("/shared-with-me", gate.page)
     app.router.add_get("/api/shared-with-me", gate.api)
+    app.router.add_post("/runs/{namespace}/{run}/shares", gate.add_run_share)
+    app.router.add_post("/runshares/{namespace}/{name}/remove", gate.remove_from_share)
+    app.router.add_post("/imageshares", gate.add_image_share)
+    app.router.add_post("/imageshares/{namespace}/{name}/remove", gate.remove_from_share)
+    app.router.add_get(r"/static/{name:toolshare\.(css|js)}", gate.asset)
     if gate.guards is not None:
         app.router.add_get("/guard/{namespace}/{run}", gate.guards.follow)
     ops = web.Application()
