@@ -227,6 +227,28 @@ async def propagate(k: KClient, n: int, rate: float, duration: float, tag: str) 
             "write_ack_p99_ms": round(pct(list(acked.values()), 99) * 1000, 1)}
 
 
+LISTED = ("/apis/toolshare.dev/v1alpha1/toolruns", "/apis/toolshare.dev/v1alpha1/runshares",
+          "/apis/toolshare.dev/v1alpha1/imageshares", "/api/v1/pods", "/api/v1/services",
+          "/apis/networking.k8s.io/v1/ingresses", "/apis/networking.k8s.io/v1/networkpolicies")
+
+
+async def bare_list(k: KClient, page: int = 500) -> float:
+    """Seconds a paged LIST (and JSON parse) of every kind the operator lists at start-up takes:
+    the bare floor of a restart (goal: every run reconciled within 2x of it)."""
+    started = time.monotonic()
+    for path in LISTED:
+        token = ""
+        while True:
+            params = {"limit": str(page), **({"continue": token} if token else {})}
+            if not path.startswith("/apis/toolshare.dev"):
+                params["labelSelector"] = "app.kubernetes.io/managed-by=toolshare"
+            body = await k.request("GET", path, params=params)
+            token = (body.get("metadata") or {}).get("continue") or ""
+            if not token:
+                break
+    return time.monotonic() - started
+
+
 async def reconciles(port: int) -> float:
     import urllib.request
 
@@ -341,6 +363,7 @@ async def bench(args) -> dict:
             say("restart phase")
             # Restart with N unchanged runs: time until every run was reconciled once, and its writes.
             op.stop()
+            result["bare_list_seconds"] = round(await bare_list(k), 1)
             before = await writes(k)
             t = time.monotonic()
             op = Proc(operator_argv(port), directory / "operator.log", env)
@@ -349,6 +372,7 @@ async def bench(args) -> dict:
                     raise TimeoutError("restart: not every run reconciled")
                 await asyncio.sleep(0.2)
             result["restart_seconds"] = round(time.monotonic() - t, 1)
+            result["restart_ratio_to_bare_list"] = round(result["restart_seconds"] / max(result["bare_list_seconds"], 1e-9), 2)
             result["restart_writes"] = diff(await settle(k), before)
             result["restart_rss_mb"] = round(op.rss_mb(), 1)
             op.stop()

@@ -29,7 +29,7 @@ from tests.support.operator_process import OperatorProcess
 from tests.support.wait import wait_for
 from toolshare import model
 from toolshare.client.config import ApiConfig
-from toolshare.gate.watch import Reflector
+from toolshare.client.watch import Reflector
 from toolshare.local import services as devservices
 from toolshare.local.controlplane import cluster as controlplane
 from toolshare.local.dev import repo_root

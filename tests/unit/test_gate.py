@@ -184,7 +184,7 @@ def test_the_page_escapes_markup():
 
 
 def test_watch_events_feed_the_store_and_410_means_list_again():
-    from toolshare.gate.watch import Gone, Reflector
+    from toolshare.client.watch import Gone, Reflector
 
     seen = []
     r = Reflector(None, "/apis/networking.k8s.io/v1/ingresses", on_replace=lambda items: None,

@@ -185,8 +185,19 @@ def test_writes_come_from_the_pages_own_origin(headers, refused):
 # --- the owner view -----------------------------------------------------------------------------
 
 
+def _keys(runs):
+    from toolshare.state.views import toolrun_keys_by_owner
+
+    return [toolrun_keys_by_owner(r["metadata"]["namespace"], r["metadata"]["name"], r["spec"])["alice"] for r in runs]
+
+
+def _run_of(runs):
+    return {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in runs}.get
+
+
 def _owner_view(runs, shares=(), query="", page=1, image_shares=()):
-    return owner.owner_view(ALICE, runs, lambda run: (list(shares), {r["metadata"]["name"]: r for r in runs}),
+    return owner.owner_view(ALICE, _keys(runs), lambda ns, name: _run_of(runs)((ns, name)),
+                            lambda run: (list(shares), {r["metadata"]["name"]: r for r in runs}),
                             [s for s in image_shares if s["spec"]["owner"] == "alice"], image_shares,
                             Settings.from_env({}), NOW, query=query, page=page)
 
@@ -194,7 +205,8 @@ def _owner_view(runs, shares=(), query="", page=1, image_shares=()):
 def test_a_thousand_runs_are_paged_and_searched():
     runs = [_run(f"run-{i:04d}") for i in range(1000)]
     asked = []
-    view = owner.owner_view(ALICE, runs, lambda run: asked.append(run["metadata"]["name"]) or ([], {}), [], [],
+    view = owner.owner_view(ALICE, _keys(runs), lambda ns, name: _run_of(runs)((ns, name)),
+                            lambda run: asked.append(run["metadata"]["name"]) or ([], {}), [], [],
                             Settings.from_env({}), NOW, page=3)
     assert (view["owned"], view["total"], view["pages"], view["page"]) == (1000, 1000, 50, 3)
     assert [r["name"] for r in view["runs"]] == [f"run-{i:04d}" for i in range(40, 60)]

@@ -31,7 +31,7 @@ from toolshare.gate.identity import (DEFAULT_SESSION_COOKIE, Claims, IdentityRef
 from toolshare.gate.page import HEADERS, SCRIPT, STYLE, render_page
 from toolshare.gate.shared import shared_with_me
 from toolshare.gate.signin import signin_location
-from toolshare.gate.watch import Reflector
+from toolshare.client.watch import Reflector
 from toolshare.gate.writes import Writer
 from toolshare.policy import Policy
 from toolshare.settings import Settings
@@ -211,7 +211,9 @@ class Gate:
         except IdentityRefused as e:
             return None, _text(403, str(e))
 
-    def _shared_view(self, identity: verdict.Identity) -> dict:
+    def _shared_view(self, identity: verdict.Identity, with_owned: bool = True) -> dict:
+        """Shared with me; with the runs the user owns too for the JSON API (the page lists them in
+        the owner's view, paged, instead)."""
         now = dt.datetime.now(dt.timezone.utc)
         reached = []
         for share in views.shares_naming(identity.user, identity.groups):
@@ -221,7 +223,7 @@ class Gate:
                                                                   self._image_shares(run), self.config.policy):
                     shares = views.shares_for(namespace, run["metadata"]["name"])
                     reached.append((run, shares, views.runs_for(namespace, run, shares)))
-        owned = [r for r in views.runs_owned_by(identity.user) if self._holds_host(r)]
+        owned = [r for r in views.runs_owned_by(identity.user) if self._holds_host(r)] if with_owned else []
         view = shared_with_me(identity, owned, reached, self.config.settings, now, self.config.policy)
         view["imagesSharedWithMe"] = owner.images_shared_with(identity, views.imageshares())
         return view
@@ -233,7 +235,7 @@ class Gate:
             return shares, views.runs_for(ns, run, shares)
 
         all_images = views.imageshares()
-        return owner.owner_view(identity, views.runs_owned_by(identity.user), shares_of,
+        return owner.owner_view(identity, views.run_keys_owned_by(identity.user), views.run, shares_of,
                                 [s for s in all_images if (s.get("spec") or {}).get("owner") == identity.user],
                                 all_images, self.config.settings, dt.datetime.now(dt.timezone.utc),
                                 self.config.policy, query=query, page=page)
@@ -262,7 +264,7 @@ class Gate:
             page = int(str(where.get("page") or "1"))
         except ValueError:
             page = 1
-        html = render_page(self._shared_view(identity), self._owner_view(identity, str(where.get("q") or "")[:200],
+        html = render_page(self._shared_view(identity, with_owned=False), self._owner_view(identity, str(where.get("q") or "")[:200],
                                                                           page),
                            self._csrf_token(request, identity), notice, error, form_for, form)
         return web.Response(status=status, text=html, content_type="text/html", headers=HEADERS)

@@ -50,36 +50,38 @@ def _share_entry(share: Mapping, runs_by_name: Mapping[str, Mapping], now: dt.da
     }
 
 
-def matches(run: Mapping, query: str) -> bool:
-    """The search box: every word must appear in the run's name, namespace, image or endpoints."""
-    meta = run["metadata"]
-    text = " ".join([meta["name"], meta["namespace"], str(model.get(run, "spec", "image") or ""),
-                     *(e.name for e in model.http_endpoints(run))]).lower()
+def matches(text: str, query: str) -> bool:
+    """The search box: every word must appear in the run's name, namespace, image or endpoint
+    names (`text`, state/views' toolrun_keys_by_owner)."""
     return all(word in text for word in query.lower().split())
 
 
-def owner_view(identity: Identity, owned: Iterable[Mapping],
+def owner_view(identity: Identity, owned: Iterable[tuple[str, str, str]], run_of: Callable[[str, str], Mapping | None],
                shares_of: Callable[[Mapping], tuple[list[Mapping], Mapping[str, Mapping]]],
                owned_images: Iterable[Mapping], all_image_shares: Iterable[Mapping], settings: Settings,
                now: dt.datetime, policy: Policy | None = None, query: str = "", page: int = 1) -> dict:
     """{"runs": one page of the user's runs with their shares, "total", "page", "pages", "query",
     "images": the user's ImageShares, "namespaces": where they own runs or images}.
 
-    `shares_of(run)` gives (the shares that may apply to the run, the runs they are judged
-    against); only the shown page asks for them, so a thousand runs cost a thousand name
-    comparisons, not a thousand share lookups.
+    `owned` are (namespace, name, search text) of the user's runs; `run_of` gives a run, and
+    `shares_of(run)` (the shares that may apply to it, the runs they are judged against): only the
+    shown page asks for them, so a thousand runs cost a sort and a search of small tuples.
     """
-    owned = sorted((r for r in owned if not model.validate_run(r)),
-                   key=lambda r: (r["metadata"]["namespace"], r["metadata"]["name"]))
-    namespaces = sorted({r["metadata"]["namespace"] for r in owned})
-    found = [r for r in owned if matches(r, query)] if query.strip() else owned
+    # A run is validated when its page is shown (an invalid run is listed too, with why).
+    owned = sorted(owned)
+    namespaces = sorted({ns for ns, _, _ in owned})
+    found = [k for k in owned if matches(k[2], query)] if query.strip() else owned
     pages = max(1, -(-len(found) // PAGE_SIZE))
     page = min(max(1, page), pages)
     runs = []
-    for run in found[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
+    for namespace, name, _ in found[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
+        run = run_of(namespace, name)
+        if run is None:
+            continue
         shares, runs_by_name = shares_of(run)
-        urls = {u["endpoint"]: u["url"] for u in render.run_urls(run, settings)}
-        state, why = run_state(run)
+        problems = model.validate_run(run)
+        urls = {} if problems else {u["endpoint"]: u["url"] for u in render.run_urls(run, settings)}
+        state, why = ("Invalid", "; ".join(problems)) if problems else run_state(run)
         entries = [_share_entry(s, runs_by_name, now, policy)
                    for s in sorted(shares, key=lambda s: s["metadata"]["name"]) if model.share_applies_to(s, run)]
         runs.append({"namespace": run["metadata"]["namespace"], "name": run["metadata"]["name"], "state": state, "why": why,

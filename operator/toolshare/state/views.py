@@ -128,6 +128,18 @@ def toolruns_by_owner(spec, body, **_):
     return {owner: CACHE.packed(body)} if isinstance(owner, str) else None
 
 
+def toolrun_keys_by_owner(namespace, name, spec, **_):
+    """owner -> (namespace, name, what the page's search looks in): the owner's view lists and
+    searches a thousand runs from these small tuples and unpacks only the page it shows."""
+    owner = spec.get("owner")
+    if not isinstance(owner, str):
+        return None
+    endpoints = [ep.get("name") for ep in spec.get("endpoints") or [] if isinstance(ep, Mapping)]
+    text = " ".join([name, namespace or "", str(spec.get("image") or ""),
+                     *(e for e in endpoints if isinstance(e, str))]).lower()
+    return {owner: (namespace, name, text)}
+
+
 def runshares_by_principal(spec, body, **_):
     """"user:<name>" and "group:<name>" -> the shares naming them."""
     keys = [f"user:{u}" for u in spec.get("users") or [] if isinstance(u, str)]
@@ -139,11 +151,17 @@ def register_sharee_views() -> None:
     """Views for "Shared with me": the runs a user owns, the shares naming a user or a group."""
     if "toolruns_by_owner" not in CACHE.views:  # before anything is put: views fill on put
         CACHE.index("toolruns", CACHE.sources["toolruns"])(toolruns_by_owner)
+        CACHE.index("toolruns", CACHE.sources["toolruns"])(toolrun_keys_by_owner)
         CACHE.index("runshares", CACHE.sources["runshares"])(runshares_by_principal)
 
 
 def runs_owned_by(user: str) -> list[Mapping]:
     return CACHE.views["toolruns_by_owner"].get(user, [])
+
+
+def run_keys_owned_by(user: str) -> list[tuple[str, str, str]]:
+    """(namespace, name, search text) of every run the user owns, nothing unpacked."""
+    return CACHE.views["toolrun_keys_by_owner"].get(user, [])
 
 
 def shares_naming(user: str, groups) -> list[Mapping]:
@@ -258,20 +276,24 @@ def _httproute_channel(kube) -> str | None:
     return None
 
 
-def fill(kube) -> None:
-    """LIST every watched kind into the cache (blocking), before any watch or handler starts."""
+def fill(kube) -> dict[str, str]:
+    """LIST every watched kind into the cache (blocking), before any watch or handler starts.
+    Returns the resourceVersion each kind was listed at: a watch from there misses nothing."""
     started = time.monotonic()
     kinds = [("toolruns", API_VERSION, "ToolRun"), ("runshares", API_VERSION, "RunShare"),
              ("imageshares", API_VERSION, "ImageShare")]
     kinds += [(plural, api_version, kind) for api_version, kind, plural, _ in ACTIVE_CHILD_KINDS]
-    counts = {}
+    counts, versions = {}, {}
     limit_malloc_arenas()  # before the write threads start
     for plural, api_version, kind in kinds:
         # Page by page: at 10,000 runs a whole LIST of Pods alone is 140 MB of parsed JSON.
+        listed: dict = {}
         counts[plural] = sum(CACHE.fill(plural, items) for items in
-                             list_pages(kube, CACHE.sources[plural], api_version, kind))
+                             list_pages(kube, CACHE.sources[plural], api_version, kind, listed=listed))
+        versions[plural] = listed.get("resourceVersion", "")
     release_memory()
     log.info("cache filled in %.1fs: %s", time.monotonic() - started, counts)
+    return versions
 
 
 # --- the questions --------------------------------------------------------------------------
