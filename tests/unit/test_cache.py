@@ -97,3 +97,20 @@ def test_the_start_up_list_is_read_page_by_page():
     assert c.fill("xs", first) + sum(c.fill("xs", items) for items in pages) == 6
     assert kube.queries[0] == {"limit": "2", "labelSelector": "a=b"} and kube.queries[2]["continue"] == "2"
     assert len(c.view("by_ns").get("a")) == 6
+
+
+def test_a_paged_relist_says_what_changed_came_or_went():
+    # A watch that could not resume lists again (controller/children.py): whatever changed, came
+    # or went meanwhile, under its old and its new keys, and nothing else, is looked at again.
+    c = make()
+    for o in (obj("1", "same", 5, spec={"ref": "r"}), obj("2", "moved", 6, spec={"ref": "r"}),
+              obj("3", "gone", 7, ns="b")):
+        c.put("xs", o)
+    replacing = c.replacing("xs")
+    replacing.page([obj("1", "same", 5, spec={"ref": "r"}), obj("2", "moved", 9, spec={"ref": "s"})])
+    replacing.page([obj("4", "new", 10, ns="c")])
+    touched = replacing.finish()
+    assert touched == {("by_ns", "a"), ("by_ref", ("a", "r")), ("by_ref", ("a", "s")), ("by_ns", "b"),
+                       ("by_ns", "c")}
+    assert sorted(o["metadata"]["name"] for v in c.view("by_ns").values() for o in v) == ["moved", "new", "same"]
+    assert c.view("by_ns").get("b") == []

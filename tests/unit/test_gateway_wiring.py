@@ -330,7 +330,7 @@ def test_a_run_that_lost_its_host_gets_neither_route_nor_auth_object(auth):
 
 
 def test_a_route_status_written_by_the_gateway_controller_is_no_reason_to_reconcile():
-    from toolshare.controller import handlers
+    from toolshare.controller import children
 
     run = live_run()
     route = as_served(finish_child(next(c for c in render.render_children(run, [], gateway(), NOW) if c["kind"] == "HTTPRoute"), run))
@@ -338,13 +338,13 @@ def test_a_route_status_written_by_the_gateway_controller_is_no_reason_to_reconc
     status_only = copy.deepcopy(route)
     status_only["metadata"]["resourceVersion"] = "43"
     status_only["status"]["parents"][0]["conditions"][0]["status"] = "False"
-    assert handlers._status_only(cached, status_only)
+    assert children._status_only(cached, status_only)
     for change in (("metadata", "annotations", "toolshare.dev/allowed-users"), ("metadata", "labels", "toolshare.dev/endpoint"),
                    ("spec", "hostnames", 0)):
         edited = copy.deepcopy(status_only)
         set_path(edited, change, "someone-else")
-        assert not handlers._status_only(cached, edited), change
-    assert {"httproutes", "middlewares", "securitypolicies"} == handlers.STATUS_OF_OTHERS
+        assert not children._status_only(cached, edited), change
+    assert {"httproutes", "middlewares", "securitypolicies"} == children.STATUS_OF_OTHERS
 
 
 def test_a_child_we_deleted_is_not_deleted_again_before_its_event_comes():

@@ -1,4 +1,5 @@
-"""A list-then-watch reflector on aiohttp: the gate's only reads from the Kubernetes API.
+"""A list-then-watch reflector on aiohttp: the gate's only reads from the Kubernetes API, and the
+operator's watches of its children (controller/children.py).
 
 Credentials come from the kubeconfig (or the in-cluster service account) through the official
 client's config loader; requests are plain aiohttp so one event loop serves checks and watches.
@@ -10,21 +11,25 @@ event, an error while storing it, a broken connection) clears `synced`, so the g
 instead of deciding from a store that may have missed an event, and the reflector lists afresh
 and goes on. Events are read up to MAX_EVENT_BYTES (an object is at most 1.5 MiB in etcd), a LIST
 has no such limit.
+
+The operator starts its reflectors from the resourceVersion of its own start-up LIST (state/views
+fill), so nothing is listed twice, and lists again (paged, into its cache) through `lister`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlencode
 
 import aiohttp
 
 from toolshare.client.config import ApiConfig
 
-log = logging.getLogger("toolshare.gate.watch")
+log = logging.getLogger("toolshare.watch")
 WATCH_TIMEOUT = 300  # seconds the server keeps one watch open before we start the next
 MAX_EVENT_BYTES = 8 << 20
 
@@ -37,13 +42,22 @@ class Reflector:
     """Keeps `on_replace`/`on_event` fed with every object at `path` matching `label_selector`."""
 
     def __init__(self, api: ApiConfig, path: str, label_selector: str = "", *,
-                 on_replace: Callable[[list[dict]], None], on_event: Callable[[str, dict], None],
-                 on_failure: Callable[[], None] = lambda: None, max_event_bytes: int = MAX_EVENT_BYTES):
+                 on_replace: Callable[[list[dict]], None] = lambda items: None,
+                 on_event: Callable[[str, dict], None | Awaitable[None]],
+                 on_failure: Callable[[], None] = lambda: None, max_event_bytes: int = MAX_EVENT_BYTES,
+                 resource_version: str = "", lister: Callable[[], Awaitable[str]] | None = None):
+        """`resource_version`: already listed at this version, so watch from it (no first LIST);
+        `lister`: lists in its own way (and stores what it listed) and returns the version, in
+        place of one LIST handed to `on_replace`. `on_event` may be a coroutine function: each
+        event is handled before the next is read."""
         self.api, self.path, self.selector = api, path, label_selector
         self.max_event_bytes = max_event_bytes
         self.on_replace, self.on_event, self.on_failure = on_replace, on_event, on_failure
+        self.lister = lister
         self.synced = asyncio.Event()
-        self.resource_version = ""
+        self.resource_version = resource_version
+        if resource_version:
+            self.synced.set()
         self.lists = 0  # how often the reflector listed (once, plus once per 410 or failure)
         self.failures = 0
 
@@ -76,6 +90,11 @@ class Reflector:
                 delay = min(delay * 2, 30.0)
 
     async def _list(self, session: aiohttp.ClientSession) -> None:
+        if self.lister is not None:
+            self.resource_version = await self.lister()
+            self.lists += 1
+            self.synced.set()
+            return
         async with session.get(self._url(), headers=self.api.headers(), ssl=self.api.ssl,
                                timeout=aiohttp.ClientTimeout(total=60)) as resp:
             if resp.status != 200:
@@ -99,9 +118,11 @@ class Reflector:
                                                   message=(await resp.text())[:300])
             while line := await resp.content.readline(max_line_length=self.max_event_bytes):
                 if line.strip():
-                    self._handle(json.loads(line))
+                    handled = self._handle(json.loads(line))
+                    if handled is not None:
+                        await handled
 
-    def _handle(self, event: Mapping) -> None:
+    def _handle(self, event: Mapping) -> Awaitable[None] | None:
         kind, obj = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
             if obj.get("code") == 410:
@@ -111,4 +132,6 @@ class Reflector:
         if rv:
             self.resource_version = rv
         if kind in ("ADDED", "MODIFIED", "DELETED"):
-            self.on_event(kind, obj)
+            handled = self.on_event(kind, obj)
+            return handled if inspect.isawaitable(handled) else None
+        return None

@@ -1,38 +1,41 @@
-"""kopf wiring: watch events in, cache updates and queued reconciles out (work.py).
+"""kopf wiring: watch events of ToolRuns and RunShares in, cache updates and queued reconciles
+out (work.py). Children are watched by plain reflectors (children.py), not kopf.
 
 Handlers are `on.event`, not `on.create/update`: kopf then keeps no progress or diff-base
 annotations, so an idle or restarted operator writes nothing at all; the reconciler compares
 desired with actual itself. The cache (state/) is filled by a LIST at start-up before any handler
-runs, so a restart sees the whole cluster before it decides anything.
+runs, so a restart sees the whole cluster before it decides anything; every run and share is then
+queued for a reconcile from that cache at once, and kopf's own replay of its listing (the same
+versions) only looks for deletions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import Mapping
 
 import kopf
 
 from toolshare import model
 from toolshare.client.kube import Kube
+from toolshare.controller.children import Children
+from toolshare.controller.events import Poster
 from toolshare.controller.reconcile import Reconciler
 from toolshare.controller.work import RT, listed_runs, reconcile_run, reconcile_share, share_deleted
 from toolshare.policy import Policy
 from toolshare.settings import Settings
 from toolshare.state import views
-from toolshare.state.cache import CACHE, project
+from toolshare.state.cache import CACHE
 from toolshare.state.relist import relisted
 
 log = logging.getLogger("toolshare.handlers")
-MANAGED = {model.LABEL_MANAGED_BY: model.MANAGED_BY}
-# Children whose status another controller writes and no decision reads: a Gateway controller
-# rewrites every HTTPRoute's status.parents on each change of its Gateway (Envoy Gateway does the
-# same to SecurityPolicies). Such a write is not a reason to reconcile the run.
-STATUS_OF_OTHERS = frozenset(plural for _, _, plural, _ in views.GATEWAY_KINDS)
+CHILDREN: list[Children] = []  # the running reflectors, stopped at cleanup
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_) -> None:
+async def configure(settings: kopf.OperatorSettings, **_) -> None:
     # One place for kopf's identity. No finalizers: children are owned and garbage-collected.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="toolshare.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="toolshare.dev")
@@ -51,9 +54,27 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.queueing.idle_timeout = 0.5
     config = Settings.from_env()
     RT.reconciler = Reconciler(Kube.from_environment(config.field_manager), config, Policy.from_env())
+    RT.events = Poster(RT.reconciler.kube, instance=os.environ.get("HOSTNAME", ""))
     log.info("toolshare operator configured: %s", config)
     views.configure(config)
-    views.fill(RT.reconciler.kube)
+    versions = await asyncio.to_thread(views.fill, RT.reconciler.kube)
+    children = Children(RT.reconciler.kube, versions)
+    children.start()
+    CHILDREN.append(children)
+    # Reconcile from the cache now, not once kopf has replayed its own listing of every object.
+    for namespace, name in list(CACHE.views["toolruns_by_key"].keys()):
+        await reconcile_run(namespace, name)
+    for namespace, name in list(CACHE.views["runshares_by_key"].keys()):
+        await reconcile_share(namespace, name)
+
+
+@kopf.on.cleanup()
+async def stop_watches(**_) -> None:
+    for children in CHILDREN:
+        await children.stop()
+    CHILDREN.clear()
+    if RT.events is not None:
+        await RT.events.drain()
 
 
 @kopf.on.event(model.GROUP, model.VERSION, "toolruns")
@@ -68,6 +89,8 @@ async def on_toolrun(event, namespace, name, body, **_):
         await _reconcile_host_peers(body)
         return
     before = views.run(namespace, name)
+    if event["type"] is None and _held(before, body):
+        return  # kopf's listing replays what the start-up cache held: reconciled from it already
     if not CACHE.put("toolruns", body):
         return  # older than what the cache holds
     if event["type"] == "MODIFIED" and before is not None and not _spec_changed(before, body):
@@ -104,61 +127,11 @@ async def on_runshare(event, namespace, name, body, **_):
         CACHE.drop("runshares", body)
         await share_deleted(namespace, name, body)
         return
+    if event["type"] is None and _held(views.share(namespace, name), body):
+        return
     if CACHE.put("runshares", body):
         await reconcile_share(namespace, name)
 
 
-def _own_echo(body: Mapping) -> bool:
-    """The watch event of a write the reconciler just made (same resourceVersion): nothing to do."""
-    meta = body["metadata"]
-    mine = RT.reconciler.written.objects.get((body.get("kind"), meta.get("namespace"), meta["name"], ""))
-    return mine is not None and mine["metadata"].get("resourceVersion") == meta.get("resourceVersion")
-
-
-def _child_handler(plural: str):
-    async def on_child(event, namespace, labels, body, **_):
-        if event["type"] is None:
-            relisted(plural, f"child_{plural}", on_child, RT.reconciler.kube)
-        if model.LABEL_RUN not in labels:
-            return
-        before = (_cached_child(plural, namespace, labels[model.LABEL_RUN], body["metadata"].get("uid"))
-                  if event["type"] == "MODIFIED" and plural in STATUS_OF_OTHERS else None)
-        if event["type"] == "DELETED":
-            CACHE.drop(plural, body)
-            RT.reconciler.written.deleted(body)
-        elif not CACHE.put(plural, body):
-            return
-        # A child changed by someone else (deleted, edited) or a Pod's phase can make a run disagree
-        # with its children. The initial listing (type None) needs nothing: each run's own initial
-        # event reconciles it against the cache filled at start-up.
-        if event["type"] == "MODIFIED" and (_own_echo(body) or (before is not None and _status_only(before, body))):
-            return
-        if event["type"] in ("DELETED", "MODIFIED"):
-            run = labels[model.LABEL_RUN]
-            if views.run(namespace, run) is not None:
-                await reconcile_run(namespace, run)
-
-    return on_child
-
-
-def _cached_child(plural: str, namespace: str, run: str, uid: str | None) -> Mapping | None:
-    """The cache's copy of one child (its projection), before an event replaces it."""
-    for obj in CACHE.views[f"child_{plural}"].get((namespace, run), []):
-        if obj["metadata"].get("uid") == uid:
-            return obj
-    return None
-
-
-def _status_only(before: Mapping, body: Mapping) -> bool:
-    """Whether a MODIFIED child differs from the cached copy in nothing the cache keeps (identity,
-    labels, annotations, owners, spec: cache.project) but its resourceVersion, i.e. in its status."""
-    def kept(obj: Mapping) -> dict:
-        return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}}
-
-    return kept(before) == kept(project(body))
-
-
-# One handler per child kind the operator watches: views.configure_kinds decided them before this
-# module was imported (manager.py), so no handler is registered for a CRD that is not installed.
-for _api_version, _kind, _plural, _path in views.ACTIVE_CHILD_KINDS:
-    kopf.on.event(*_api_version.split("/"), _plural, labels=MANAGED, id=f"child-{_plural}")(_child_handler(_plural))
+def _held(cached: Mapping | None, body: Mapping) -> bool:
+    return cached is not None and cached["metadata"].get("resourceVersion") == body["metadata"].get("resourceVersion")

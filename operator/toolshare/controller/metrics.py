@@ -12,6 +12,10 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ACTIVE_SHARES = Gauge("toolshare_active_shares", "RunShares whose Ready condition is Active.")
+WATCH_FAILURES = Counter("toolshare_watch_failures_total",
+                         "Child watches that failed and listed again, by kind (children.py).", ["kind"])
+EVENTS_LOST = Counter("toolshare_events_lost_total", "Events (Shared, Unshared, ShareExpired) the API server refused or "
+                      "never got (events.py).")
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

@@ -12,10 +12,9 @@ import datetime as dt
 import time
 from collections.abc import Mapping
 
-import kopf
-
 from toolshare import access, model
 from toolshare.controller import metrics
+from toolshare.controller.events import Poster
 from toolshare.controller.reconcile import Reconciler, RetryLater
 from toolshare.controller.workqueue import Timers, WorkQueue
 from toolshare.state import views
@@ -25,6 +24,7 @@ class Runtime:
     """The controller's process-wide state."""
 
     reconciler: Reconciler | None = None
+    events: Poster | None = None  # set with the reconciler (handlers.configure)
     work = WorkQueue()
     timers = Timers()
     # Runs each share applied to at its last reconcile: the "before" for Shared/Unshared events,
@@ -146,10 +146,8 @@ def announce(runs: Mapping[str, Mapping], share: Mapping, old: set[str], new: se
     share_name = share["metadata"]["name"]
     for run_name in sorted(new - old):
         if run_name in runs:
-            kopf.event(runs[run_name], type="Normal", reason="Shared",
-                       message=f"RunShare {share_name} shares this run with {who}")
+            RT.events.post(runs[run_name], "Normal", "Shared", f"RunShare {share_name} shares this run with {who}")
     for run_name in sorted(old - new):
         if run_name in runs:
             why = "ShareExpired" if reason == access.EXPIRED else "Unshared"
-            kopf.event(runs[run_name], type="Normal", reason=why,
-                       message=f"RunShare {share_name} no longer shares this run ({reason})")
+            RT.events.post(runs[run_name], "Normal", why, f"RunShare {share_name} no longer shares this run ({reason})")

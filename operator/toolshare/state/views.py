@@ -276,20 +276,24 @@ def _httproute_channel(kube) -> str | None:
     return None
 
 
-def fill(kube) -> None:
-    """LIST every watched kind into the cache (blocking), before any watch or handler starts."""
+def fill(kube) -> dict[str, str]:
+    """LIST every watched kind into the cache (blocking), before any watch or handler starts.
+    Returns the resourceVersion each kind was listed at: a watch from there misses nothing."""
     started = time.monotonic()
     kinds = [("toolruns", API_VERSION, "ToolRun"), ("runshares", API_VERSION, "RunShare"),
              ("imageshares", API_VERSION, "ImageShare")]
     kinds += [(plural, api_version, kind) for api_version, kind, plural, _ in ACTIVE_CHILD_KINDS]
-    counts = {}
+    counts, versions = {}, {}
     limit_malloc_arenas()  # before the write threads start
     for plural, api_version, kind in kinds:
         # Page by page: at 10,000 runs a whole LIST of Pods alone is 140 MB of parsed JSON.
+        listed: dict = {}
         counts[plural] = sum(CACHE.fill(plural, items) for items in
-                             list_pages(kube, CACHE.sources[plural], api_version, kind))
+                             list_pages(kube, CACHE.sources[plural], api_version, kind, listed=listed))
+        versions[plural] = listed.get("resourceVersion", "")
     release_memory()
     log.info("cache filled in %.1fs: %s", time.monotonic() - started, counts)
+    return versions
 
 
 # --- the questions --------------------------------------------------------------------------
