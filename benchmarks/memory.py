@@ -23,7 +23,6 @@ import asyncio
 import os
 import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import time

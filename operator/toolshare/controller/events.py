@@ -23,7 +23,10 @@ MAX_MESSAGE = 1024  # what kubectl describe and the API server's Event validatio
 
 def event_body(obj: Mapping, type_: str, reason: str, message: str, now: dt.datetime,
                instance: str = "") -> dict:
-    """A core/v1 Event about `obj` (its uid and resourceVersion pin it to this object)."""
+    """A core/v1 Event about `obj` (its uid and resourceVersion pin it to this object).
+
+    The API server refuses an Event with an eventTime and a reportingComponent but no
+    reportingInstance (422), so an unnamed instance reports as the component."""
     meta = obj["metadata"]
     stamp = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     micro = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -34,7 +37,7 @@ def event_body(obj: Mapping, type_: str, reason: str, message: str, now: dt.date
                            "name": meta["name"], "namespace": meta["namespace"],
                            "uid": meta.get("uid", ""), "resourceVersion": meta.get("resourceVersion", "")},
         "type": type_, "reason": reason, "message": message[:MAX_MESSAGE],
-        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT, "reportingInstance": instance,
+        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT, "reportingInstance": instance or COMPONENT,
         "firstTimestamp": stamp, "lastTimestamp": stamp, "eventTime": micro, "count": 1, "action": reason,
     }
 
@@ -59,7 +62,7 @@ class Poster:
         except ApiError as e:  # the namespace is going, the API server is away: a notice is lost
             metrics.EVENTS_LOST.inc()
             log.warning("could not post %s Event on %s/%s: %s", body["reason"],
-                        body["metadata"]["namespace"], body["involvedObject"]["name"], e.status_message()[:200])
+                        body["metadata"]["namespace"], body["involvedObject"]["name"], e.status_message[:200])
 
     async def drain(self) -> None:
         if self.pending:

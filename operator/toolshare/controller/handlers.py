@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import Mapping
 
 import kopf
@@ -54,7 +55,7 @@ async def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.queueing.idle_timeout = 0.5
     config = Settings.from_env()
     RT.reconciler = Reconciler(Kube.from_environment(config.field_manager), config, Policy.from_env())
-    RT.events = Poster(RT.reconciler.kube, instance=os.environ.get("HOSTNAME", ""))
+    RT.events = Poster(RT.reconciler.kube, instance=os.environ.get("HOSTNAME") or socket.gethostname())
     log.info("toolshare operator configured: %s", config)
     views.configure(config)
     versions = await asyncio.to_thread(views.fill, RT.reconciler.kube)
