@@ -170,6 +170,9 @@ class Policy:
         default=RESERVED_NAMES, metadata=_env("TOOLSHARE_RESERVED_NAMES"))
     # Who may claim images under which prefixes (ImageShare); none: only administrators claim.
     image_claims: tuple[ClaimRule, ...] = dataclasses.field(default=(), metadata=_env("TOOLSHARE_IMAGE_CLAIMS"))
+    # Node paths a ToolRun's spec.template may mount as hostPath volumes (the path or below it);
+    # none by default. Pod Security's baseline and restricted standards refuse hostPath anyway.
+    allowed_host_paths: tuple[str, ...] = dataclasses.field(default=(), metadata=_env("TOOLSHARE_ALLOWED_HOST_PATHS"))
 
     def __post_init__(self) -> None:
         bad = [g for g in self.admin_groups if not is_valid_principal(g)]
@@ -183,6 +186,9 @@ class Policy:
         if bad:
             raise PolicyError(f"TOOLSHARE_RESERVED_NAMES: {bad[0]!r} is not a DNS-1123 label")
         object.__setattr__(self, "reserved_names", tuple(sorted({*RESERVED_NAMES, *self.reserved_names})))
+        bad = [p for p in self.allowed_host_paths if not p.startswith("/") or ".." in p.split("/")]
+        if bad:
+            raise PolicyError(f"TOOLSHARE_ALLOWED_HOST_PATHS: {bad[0]!r} must be an absolute path without '..'")
         bad = [p for p in self.unclaimed_image_deny if p != "*" and not _REGISTRY_PREFIX_RE.fullmatch(p)]
         if bad:
             raise PolicyError(f"TOOLSHARE_UNCLAIMED_IMAGES_DENY: {bad[0]!r} is not an image prefix "
@@ -203,6 +209,8 @@ class Policy:
             kwargs["reserved_names"] = _split(v)
         if (v := env.get("TOOLSHARE_IMAGE_CLAIMS", "").strip()):
             kwargs["image_claims"] = parse_claim_rules(v)
+        if (v := env.get("TOOLSHARE_ALLOWED_HOST_PATHS", "").strip()):
+            kwargs["allowed_host_paths"] = _split(v)
         return cls(**kwargs)
 
     @property

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.oci import Container, Unpacked
 from toolshare.local.images import archive, build, catalog
+from toolshare.render.pod import UNPRIVILEGED_PORT_SYSCTL
 
 pytestmark = pytest.mark.timeout(3600)  # a cold build of every image, the first time only
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +71,7 @@ def test_the_jupyterlab_image_keeps_owners_and_bakes_no_host_keys(archives):
     _, config = archive.read_manifest(archives[catalog.JUPYTERLAB])
     assert config["config"]["Entrypoint"] == ["/usr/bin/tini", "--", "/usr/local/bin/toolshare-tool-start"]
     assert set(config["config"]["ExposedPorts"]) == {"8888/tcp", "22/tcp"}
+    assert config["config"]["User"] == "1000:1000"  # non-root, numeric: runAsNonRoot can check it
 
 
 def test_pause_runs_as_65535_until_it_is_told_to_stop(unpacked, tmp_path):
@@ -82,11 +84,13 @@ def test_pause_runs_as_65535_until_it_is_told_to_stop(unpacked, tmp_path):
 
 def test_jupyterlab_serves_http_runs_a_kernel_and_answers_ssh(unpacked, tmp_path):
     """JupyterLab on 8888 under the base URL it is given, a kernel computing 1 + 1 over its
-    websocket, sshd on 22 letting the owner's key in as jovyan; JupyterLab itself not root."""
+    websocket, sshd on 22 letting the owner's key in as jovyan; nothing runs as root. The
+    container runs as the image's user (1000) with the sysctl a Toolshare Pod sets for port 22."""
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     env = {"JUPYTER_BASE_URL": "/tools/alice-notebook/", "SSH_AUTHORIZED_KEYS": key.with_suffix(".pub").read_text()}
-    tool = Container(unpacked(catalog.JUPYTERLAB), tmp_path / "bundle", f"jupyterlab-{tmp_path.name}", env=env)
+    tool = Container(unpacked(catalog.JUPYTERLAB), tmp_path / "bundle", f"jupyterlab-{tmp_path.name}", env=env,
+                     sysctl={UNPRIVILEGED_PORT_SYSCTL: "22"})
     with tool:
         probe = tool.in_network([sys.executable, "-m", "tests.support.toolprobe",
                                  "http://127.0.0.1:8888/tools/alice-notebook/", str(key)],
@@ -100,7 +104,8 @@ def test_jupyterlab_serves_http_runs_a_kernel_and_answers_ssh(unpacked, tmp_path
     assert found["ssh_id"] == "1000"
     jupyter = [uid for _, uid, cmd in processes if "jupyter-lab" in cmd or "ipykernel" in cmd]
     assert len(jupyter) == 2 and set(jupyter) == {1000}, processes  # the server and the kernel
-    assert [uid for _, uid, cmd in processes if cmd.startswith("sshd:")] == [0], processes  # the listener
+    assert [uid for _, uid, cmd in processes if cmd.startswith("sshd:")] == [1000], processes  # the listener
+    assert {uid for _, uid, _ in processes} == {1000}, processes
 
 
 def test_the_toolshare_image_runs_its_commands_as_10001(unpacked, tmp_path):

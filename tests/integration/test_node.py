@@ -70,7 +70,13 @@ def _probe(core, namespace: str, name: str, ip: str, port: int) -> int:
     return terminated.exit_code
 
 
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+
+
 def test_a_tool_runs_on_the_node_and_only_its_http_port_is_open_to_the_router(cluster, core, operator, namespace):
+    """The sample JupyterLab tool (HTTP and SSH) in a namespace that enforces the "restricted" Pod
+    Security Standard: its Pod is admitted as rendered, runs as uid 1000 with sshd binding 22."""
+    core.patch_namespace(namespace, {"metadata": {"labels": RESTRICTED}})
     ts = Toolshare(cluster.client(), namespace)
     run = toolrun("nb", endpoints=[{"name": "lab", "port": 8888, "protocol": "http"},
                                    {"name": "ssh", "port": 22, "protocol": "ssh"}])
@@ -94,6 +100,10 @@ def test_a_tool_runs_on_the_node_and_only_its_http_port_is_open_to_the_router(cl
             stderr=True, stdin=False, stdout=True, tty=False)
         return said if said.startswith("SSH-2.0") else None
     wait_for(banner, timeout=60, interval=1, what="sshd in the tool to listen on 22")
+    uids = kubernetes.stream.stream(
+        core.connect_get_namespaced_pod_exec, pod.metadata.name, namespace, container=pod.spec.containers[0].name,
+        command=["bash", "-c", "cat /proc/[0-9]*/status | awk '/^Uid:/ {print $2}' | sort -u"], stderr=True, stdin=False, stdout=True, tty=False)
+    assert uids.split() == ["1000"], uids  # sshd, JupyterLab, this shell: nothing as root
 
     _ensure_namespace(core, INGRESS_NAMESPACE)
     assert _probe(core, INGRESS_NAMESPACE, f"http-{namespace}"[:63], ip, 8888) == 0

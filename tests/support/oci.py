@@ -29,7 +29,8 @@ def _user(spec: str) -> dict:
 
 
 def runtime_spec(template: dict, rootfs: Path, image_config: dict, args: list[str] | None = None,
-                 env: dict[str, str] | None = None, hostname: str = "tool") -> dict:
+                 env: dict[str, str] | None = None, hostname: str = "tool",
+                 sysctl: dict[str, str] | None = None) -> dict:
     """runc's default spec (`runc spec`) made to run the image as containerd would."""
     config = image_config.get("config", {})
     spec = json.loads(json.dumps(template))
@@ -43,6 +44,8 @@ def runtime_spec(template: dict, rootfs: Path, image_config: dict, args: list[st
     process.pop("noNewPrivileges", None)  # as a Pod without allowPrivilegeEscalation: false
     spec["root"] = {"path": str(rootfs), "readonly": False}
     spec["hostname"] = hostname
+    if sysctl:
+        spec.setdefault("linux", {}).setdefault("sysctl", {}).update(sysctl)
     return spec
 
 
@@ -81,6 +84,7 @@ class Container:
     name: str
     args: list[str] | None = None
     env: dict[str, str] | None = None
+    sysctl: dict[str, str] | None = None
 
     def _runc(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run(["runc", "--root", str(self.bundle / "state"), *args], **kw)
@@ -91,7 +95,7 @@ class Container:
         template.mkdir(exist_ok=True)
         subprocess.run(["runc", "spec", "--bundle", str(template)], check=True)
         spec = runtime_spec(json.loads((template / "config.json").read_text()), self.unpacked.rootfs,
-                            self.unpacked.config, self.args, self.env)
+                            self.unpacked.config, self.args, self.env, sysctl=self.sysctl)
         (self.bundle / "config.json").write_text(json.dumps(spec))
         return spec
 

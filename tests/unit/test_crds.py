@@ -165,7 +165,21 @@ def test_toolrun_fields():
     spec = schema(TOOLRUN)["properties"]["spec"]
     assert spec["required"] == ["image"]  # the admission webhook sets a missing owner
     assert set(spec["properties"]) == {
-        "owner", "image", "command", "args", "env", "resources", "friendlyName", "endpoints"}
+        "owner", "image", "command", "args", "env", "resources", "friendlyName", "endpoints", "template"}
+    # spec.template offers no field that reaches the node: host namespaces are there only to be
+    # refused with a message, there is no hostPort, no sysctls, no procMount, no extra containers.
+    template = spec["properties"]["template"]["properties"]
+    assert set(template) == {
+        "volumes", "volumeMounts", "nodeSelector", "tolerations", "affinity", "serviceAccountName",
+        "automountServiceAccountToken", "securityContext", "containerSecurityContext", "imagePullSecrets",
+        "initContainers", "hostNetwork", "hostPID", "hostIPC"}
+    assert set(template["initContainers"]["items"]["properties"]) == {
+        "name", "image", "command", "args", "workingDir", "env", "resources", "volumeMounts", "securityContext"}
+    assert set(template["volumes"]["items"]["properties"]) == {
+        "name", "persistentVolumeClaim", "configMap", "secret", "emptyDir", "hostPath"}
+    assert "sysctls" not in template["securityContext"]["properties"]
+    assert set(spec["properties"]["env"]["items"]["properties"]["valueFrom"]["properties"]) == {
+        "secretKeyRef", "configMapKeyRef"}
     ep = spec["properties"]["endpoints"]
     assert ep["x-kubernetes-list-map-keys"] == ["name"]
     item = ep["items"]

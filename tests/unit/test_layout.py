@@ -21,7 +21,7 @@ PURE = {"toolshare.model", "toolshare.access", "toolshare.principals", "toolshar
         "toolshare.conditions", "toolshare.images", "toolshare.render", "toolshare.admission.decisions",
         "toolshare.admission.directory", "toolshare.gate.verdict", "toolshare.gate.shared", "toolshare.gate.page",
         "toolshare.grant", "toolshare.guard.config", "toolshare.sharing", "toolshare.gate.csrf", "toolshare.gate.forms",
-        "toolshare.gate.owner"}
+        "toolshare.gate.owner", "toolshare.podtemplate"}
 IMPURE_LIBRARIES = {"kopf", "kubernetes", "aiohttp", "urllib3", "prometheus_client", "requests"}
 ISOLATED = ("toolshare.controller", "toolshare.admission", "toolshare.gate", "toolshare.guard")
 NOT_PRODUCT = ("toolshare.local", "toolshare.cli")

@@ -347,9 +347,15 @@ def test_pod():
     assert pod["apiVersion"] == "v1" and pod["kind"] == "Pod"
     spec = pod["spec"]
     assert spec["automountServiceAccountToken"] is False
+    # Restricted by default; SSH on 22 is bound by the non-root tool through the namespaced sysctl.
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "22"}]}
     (container,) = spec["containers"]
     assert container == {
         "name": "tool", "image": "jupyter/base-notebook", "command": ["start.sh"],
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         "args": ["--port", "8888"], "env": [{"name": "A", "value": "1"}, {"name": "B", "value": ""}],
         "resources": {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}},
         "ports": [{"name": "jupyter", "containerPort": 8888, "protocol": "TCP"},

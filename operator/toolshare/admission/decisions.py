@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
-from toolshare import access, images, model
+from toolshare import access, images, model, podtemplate
 from toolshare.admission.directory import Directory, unregistered
 from toolshare.policy import Policy
 from toolshare.principals import validate_principal
@@ -101,6 +101,8 @@ def toolrun_problem(operation: str, run: Mapping, old: Mapping | None, req: Requ
                     image_shares: Iterable[Mapping], directory: Directory | None) -> str | None:
     if (problem := owner_problem("ToolRun", operation, run, old, req, policy, directory)) is not None:
         return problem
+    if (problems := podtemplate.template_problems(run, policy.allowed_host_paths)):
+        return "; ".join(problems)
     friendly = _spec(run).get("friendlyName")
     if friendly in policy.reserved_names and friendly != _spec(old).get("friendlyName"):
         return (f"spec.friendlyName: {shown(friendly)} is reserved, its host belongs to Toolshare itself "
@@ -112,6 +114,16 @@ def toolrun_problem(operation: str, run: Mapping, old: Mapping | None, req: Requ
         return None  # the schema says spec.image is required
     problem = images.use_problem(owner, owner_groups(owner, req, directory), image, image_shares, policy)
     return None if problem is None else f"spec.image: {problem}"
+
+
+def reference_problem(ref: podtemplate.Reference, allowed: bool, req: Requester, namespace: str) -> str | None:
+    """The refusal for one object the run's Pod would use, given the writer's access review."""
+    if allowed:
+        return None
+    what = f"{ref.verb} {ref.resource}/{ref.subresource}" if ref.subresource else f"{ref.verb} {ref.resource}"
+    return (f"{ref.field}: user {shown(req.username)} may not {what} {shown(ref.name)} in namespace "
+            f"{shown(namespace)}, so a run they write may not use that {ref.kind} either (a tool's Pod could "
+            f"read it for them)")
 
 
 # --- RunShare ----------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from pathlib import Path
 import kopf
 import urllib3
 
-from toolshare import access, model
+from toolshare import access, model, podtemplate
 from toolshare.admission import decisions as admission, webhookconfig
 from toolshare.admission.certs import ensure_certs, provided_certs
 from toolshare.admission.decisions import Requester
@@ -223,9 +223,33 @@ async def mutate_imageshare(operation, body, old, userinfo, patch, **_):
 
 
 @kopf.on.validate(GROUP, VERSION, "toolruns", id="toolrun-admission", operations=OPERATIONS, persistent=True)
-async def validate_toolrun(operation, body, old, userinfo, **_):
-    _refuse(admission.toolrun_problem(operation, body, old, Requester.from_userinfo(userinfo), ST.policy,
-                                      views.imageshares(), await directory()))
+async def validate_toolrun(operation, body, old, namespace, userinfo, **_):
+    req = Requester.from_userinfo(userinfo)
+    _refuse(admission.toolrun_problem(operation, body, old, req, ST.policy, views.imageshares(), await directory()))
+    # Every Secret, ConfigMap, claim and service account the Pod would use: the writer's own
+    # access, asked of the API server's authorizer (a run must not read what its writer cannot).
+    # Only what this write adds: the operator's own patches (finalizers) name nothing new.
+    for ref in podtemplate.added_references(body, old):
+        _refuse(admission.reference_problem(ref, await may_use(userinfo, namespace, ref), req, namespace))
+
+
+async def may_use(userinfo: Mapping | None, namespace: str, ref: podtemplate.Reference) -> bool:
+    """A SubjectAccessReview as the requester; an unanswered one refuses the write (503)."""
+    userinfo = userinfo or {}
+    attributes = {"namespace": namespace, "verb": ref.verb, "resource": ref.resource, "name": ref.name,
+                  **({"subresource": ref.subresource} if ref.subresource else {})}
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": userinfo.get("username") or "", "groups": list(userinfo.get("groups") or []),
+                       "uid": userinfo.get("uid") or "",
+                       "extra": {k: list(v) for k, v in (userinfo.get("extra") or {}).items()},
+                       "resourceAttributes": attributes}}
+    try:
+        answer = await ST.kube.arequest("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review,
+                                        kind="SubjectAccessReview")
+    except ApiError as e:
+        raise kopf.AdmissionError(f"{ref.field}: cannot check access to {ref.kind} {ref.name!r} "
+                                  f"({e.status_message[:200]}); refused until it can be checked", code=503)
+    return bool((answer.get("status") or {}).get("allowed"))
 
 
 @kopf.on.validate(GROUP, VERSION, "imageshares", id="imageshare-admission", operations=OPERATIONS, persistent=True)

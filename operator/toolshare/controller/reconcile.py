@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from toolshare import access, model, render
+from toolshare import access, model, podtemplate, render
 from toolshare.client.kube import ApiError, Kube
 from toolshare.conditions import contains, set_condition
 from toolshare.policy import Policy
@@ -177,7 +177,8 @@ class Reconciler:
         generation = run["metadata"].get("generation")
         status = dict(run.get("status") or {})
         conditions = status.get("conditions") or []
-        problems = model.validate_run(run, self.policy.reserved_names)
+        problems = [*model.validate_run(run, self.policy.reserved_names),
+                    *podtemplate.template_problems(run, self.policy.allowed_host_paths)]
         if problems:
             conditions = set_condition(conditions, "Ready", False, "InvalidSpec", "; ".join(problems), generation, now)
             desired = []
