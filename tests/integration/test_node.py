@@ -10,10 +10,12 @@ import kubernetes
 import kubernetes.stream
 import pytest
 
+from tests.support import rbac
 from tests.support.objects import Toolshare, toolrun
 from tests.support.wait import wait_for
 from toolshare.local.images import catalog
 from toolshare.model import service_name
+from toolshare.render.pod import CONTAINER_SECURITY, POD_SECURITY
 from toolshare.settings import Settings
 
 INGRESS_NAMESPACE = Settings().ingress_namespace  # the operator's default: the router's namespace
@@ -55,8 +57,10 @@ def _probe(core, namespace: str, name: str, ip: str, port: int) -> int:
     core.create_namespaced_pod(namespace, {
         "metadata": {"name": name},
         "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                 # restricted, like every Pod in a namespace that enforces it
+                 "securityContext": POD_SECURITY,
                  "containers": [{"name": "probe", "image": catalog.DEBIAN, "imagePullPolicy": "Never",
-                                 "command": ["bash", "-c", script]}]}})
+                                 "securityContext": CONTAINER_SECURITY, "command": ["bash", "-c", script]}]}})
 
     def ended():
         pod = core.read_namespaced_pod(name, namespace)
@@ -111,6 +115,80 @@ def test_a_tool_runs_on_the_node_and_only_its_http_port_is_open_to_the_router(cl
     assert _probe(core, namespace, "http-from-elsewhere", ip, 8888) != 0
     assert _probe(core, namespace, "ssh-from-elsewhere", ip, 22) != 0
 
+
+
+# Through JupyterLab's own contents API, from inside the tool's container: what a person's browser
+# does when they save a notebook (the page's _xsrf cookie sent back as X-XSRFToken).
+SAVE_NOTEBOOK = """
+import http.cookiejar, json, urllib.request
+jar = http.cookiejar.CookieJar()
+lab = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+lab.open("http://127.0.0.1:8888/lab").read()
+xsrf = next(c.value for c in jar if c.name == "_xsrf")
+notebook = {"type": "notebook", "format": "json", "content": {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+            "cells": [{"cell_type": "markdown", "metadata": {}, "source": "kept across Pods"}]}}
+saved = lab.open(urllib.request.Request("http://127.0.0.1:8888/api/contents/analysis.ipynb", method="PUT",
+                 data=json.dumps(notebook).encode(), headers={"Content-Type": "application/json", "X-XSRFToken": xsrf}))
+print(saved.status)
+"""
+READ_NOTEBOOK = """
+import json, urllib.request
+got = json.load(urllib.request.urlopen("http://127.0.0.1:8888/api/contents/analysis.ipynb"))
+print(got["content"]["cells"][0]["source"])
+"""
+
+
+def _python(core, namespace: str, pod: str, script: str) -> str:
+    return kubernetes.stream.stream(core.connect_get_namespaced_pod_exec, pod, namespace, container="tool",
+                                    command=["python3", "-c", script], stderr=True, stdin=False, stdout=True,
+                                    tty=False).strip()
+
+
+def _ready_pod(ts, core, namespace: str, run: str, not_uid: str = "") -> kubernetes.client.V1Pod:
+    """The run's Pod once ToolReady is True on a Pod other than `not_uid`."""
+    def ready():
+        if _condition(ts.get("toolruns", run) or {}, "ToolReady").get("status") != "True":
+            return None
+        try:
+            pod = core.read_namespaced_pod(service_name(run), namespace)
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        ready_now = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        return pod if ready_now and pod.metadata.uid != not_uid else None
+    return wait_for(ready, timeout=START, what=f"{run} ToolReady on a new Pod")
+
+
+def test_a_home_on_a_claim_keeps_its_notebooks_across_pods_and_runs_of_the_same_name(cluster, core, operator,
+                                                                                      namespace):
+    """JupyterLab with its home on alice's PersistentVolumeClaim (the cluster's default storage
+    class: the local node's volumes here), in a restricted namespace: a notebook saved through
+    JupyterLab is there after the Pod is deleted, and after the run is deleted and launched again."""
+    core.patch_namespace(namespace, {"metadata": {"labels": RESTRICTED}})
+    rbac.bind_edit(cluster, namespace, users=["alice"])
+    alice = Toolshare(cluster.client("alice"), namespace)
+    alice.core.create_namespaced_persistent_volume_claim(namespace, {
+        "metadata": {"name": "alice-home"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    run = toolrun("nb", endpoints=[{"name": "lab", "port": 8888, "protocol": "http"}])
+    run["spec"]["image"] = catalog.JUPYTERLAB
+    run["spec"]["template"] = {"volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "alice-home"}}],
+                               "volumeMounts": [{"name": "home", "mountPath": "/home/jovyan"}]}
+    alice.create(run)
+    pod = _ready_pod(alice, core, namespace, "nb")
+    assert _python(core, namespace, pod.metadata.name, SAVE_NOTEBOOK) == "201"
+
+    core.delete_namespaced_pod(pod.metadata.name, namespace)
+    pod = _ready_pod(alice, core, namespace, "nb", not_uid=pod.metadata.uid)
+    assert _python(core, namespace, pod.metadata.name, READ_NOTEBOOK) == "kept across Pods"
+
+    alice.delete("toolruns", "nb")
+    wait_for(lambda: alice.get("toolruns", "nb") is None and not core.list_namespaced_pod(namespace).items,
+             timeout=START, what="nb and its Pod gone")
+    alice.create(run)
+    pod = _ready_pod(alice, core, namespace, "nb", not_uid=pod.metadata.uid)
+    assert _python(core, namespace, pod.metadata.name, READ_NOTEBOOK) == "kept across Pods"
 
 def test_a_missing_image_and_a_crashing_tool_say_so(cluster, core, operator, namespace):
     ts = Toolshare(cluster.client(), namespace)

@@ -374,3 +374,48 @@ def test_a_child_we_deleted_is_not_deleted_again_before_its_event_comes():
     held.pop(middleware["metadata"]["uid"])
     reconciler.written.sweep()
     assert not reconciler.written.already_deleted(middleware) and reconciler.written._gone == {}
+
+
+class Events:
+    def __init__(self):
+        self.posted: list[tuple[str, str, str]] = []
+
+    def post(self, obj, type_, reason, message):
+        self.posted.append((obj["metadata"]["name"], reason, message))
+
+
+def test_a_template_change_replaces_the_pod_and_says_so():
+    server, events = Server(), Events()
+    reconcile(server, INGRESS)
+    run = live_run()
+    run["spec"]["template"] = {"nodeSelector": {"gpu": "a100"}}
+    reconciler = Reconciler(server, INGRESS, events=events)
+    run["status"] = copy.deepcopy(server.run_status)
+    server.sent.clear()
+    asyncio.run(reconciler.reconcile_run(run, [], {"nb": run}, server.children(), None, NOW))
+    assert ("DELETE", "Pod", "nb") in server.sent
+    assert events.posted == [("nb", "PodReplaced", "the run's spec or template changed: Pod nb is replaced "
+                                                   "(what it kept outside its volumes is gone)")]
+    # The next reconcile creates the new Pod, and posts nothing more.
+    asyncio.run(reconciler.reconcile_run(run, [], {"nb": run}, server.children(), None, NOW))
+    assert server.objects[("Pod", "nb")]["spec"]["nodeSelector"] == {"gpu": "a100"}
+    assert len(events.posted) == 1
+
+
+def test_a_refused_pod_says_why_on_tool_ready():
+    server = Server()
+
+    async def refuse(method, path, body=None, query=None, content_type="", kind=""):
+        if kind == "Pod":
+            raise ApiError(403, '{"kind":"Status","message":"pods \\"nb\\" is forbidden: violates PodSecurity '
+                                '\\"restricted:latest\\": runAsNonRoot != true"}')
+        return await Server.arequest(server, method, path, body, query, content_type, kind)
+
+    server.arequest = refuse
+    with pytest.raises(RetryLater, match="writing Pod nb: pods \"nb\" is forbidden"):
+        reconcile(server, INGRESS)
+    conditions = {c["type"]: c for c in server.run_status["conditions"]}
+    assert conditions["Ready"]["reason"] == "ApplyFailed"
+    assert (conditions["ToolReady"]["reason"], conditions["ToolReady"]["message"]) == (
+        "PodRefused", 'Pod nb cannot be created: pods "nb" is forbidden: violates PodSecurity '
+                      '"restricted:latest": runAsNonRoot != true')

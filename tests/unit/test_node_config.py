@@ -131,3 +131,38 @@ def test_the_node_s_iptables_leftovers_are_found_by_name_and_nothing_else():
             "-j", "ACCEPT"] in rules
     assert not any("DOCKER" in r or "10.1.0.0/16" in r for r in rules)  # someone else's stay
     assert len(rules) == 3
+
+
+def test_the_node_offers_local_volumes_in_the_default_storage_class(paths):
+    storage_class, *volumes = node.storage_objects(paths)
+    assert storage_class["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
+    # No provisioner: a claim waits for its Pod, so it is bound to a volume on the Pod's node.
+    assert (storage_class["provisioner"], storage_class["volumeBindingMode"]) == (
+        "kubernetes.io/no-provisioner", "WaitForFirstConsumer")
+    assert len(volumes) == node.VOLUMES
+    for pv, directory in zip(volumes, node.volume_dirs(paths)):
+        assert pv["spec"]["local"] == {"path": str(directory)} and directory.parent == paths.volumes
+        assert pv["spec"]["storageClassName"] == node.STORAGE_CLASS
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"  # nothing deletes a tool's files but `up`
+        term = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+        assert term == {"key": "kubernetes.io/hostname", "operator": "In", "values": [node.NODE_NAME]}
+
+
+def test_only_our_released_volumes_are_emptied_and_offered_again(paths, tmp_path):
+    volumes = node.storage_objects(paths)[1:]
+    phases = ["Bound", "Released", "Available", "Released"] + ["Available"] * (len(volumes) - 4)
+    for pv, phase in zip(volumes, phases):
+        pv["status"] = {"phase": phase}
+    stranger = {"metadata": {"name": "other", "labels": {}}, "spec": {"local": {"path": "/"}},
+                "status": {"phase": "Released"}}
+    moved = {"metadata": {"name": "moved", "labels": {node.VOLUME_LABEL: "true"}},
+             "spec": {"local": {"path": "/etc"}}, "status": {"phase": "Released"}}  # never outside our directories
+    dirs = node.volume_dirs(paths)
+    assert node.released([*volumes, stranger, moved], paths) == [
+        (volumes[1]["metadata"]["name"], dirs[1]), (volumes[3]["metadata"]["name"], dirs[3])]
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / "analysis.ipynb").write_text("{}")
+    (home / "link").symlink_to(tmp_path)
+    node.empty_directory(home)
+    assert home.is_dir() and list(home.iterdir()) == [] and tmp_path.exists()

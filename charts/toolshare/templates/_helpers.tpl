@@ -115,6 +115,7 @@ capabilities:
 - {name: TOOLSHARE_UNCLAIMED_IMAGES_DENY, value: {{ join "," $p.unclaimedImagesDeny | quote }}}
 - {name: TOOLSHARE_RESERVED_NAMES, value: {{ join "," $p.reservedNames | quote }}}
 - {name: TOOLSHARE_IMAGE_CLAIMS, value: {{ join ";" $p.imageClaims | quote }}}
+- {name: TOOLSHARE_ALLOWED_HOST_PATHS, value: {{ join "," $p.allowedHostPaths | quote }}}
 {{- end -}}
 
 {{- /* CEL: the requester is an administrator or the control plane (admission/webhookconfig.py trusted). */ -}}

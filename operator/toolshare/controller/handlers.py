@@ -56,6 +56,7 @@ async def configure(settings: kopf.OperatorSettings, **_) -> None:
     config = Settings.from_env()
     RT.reconciler = Reconciler(Kube.from_environment(config.field_manager), config, Policy.from_env())
     RT.events = Poster(RT.reconciler.kube, instance=os.environ.get("HOSTNAME") or socket.gethostname())
+    RT.reconciler.events = RT.events
     log.info("toolshare operator configured: %s", config)
     views.configure(config)
     versions = await asyncio.to_thread(views.fill, RT.reconciler.kube)

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from toolshare import access, model, podtemplate, render
 from toolshare.client.kube import ApiError, Kube
@@ -167,6 +168,7 @@ class Reconciler:
     settings: Settings
     policy: Policy = field(default_factory=Policy)
     written: Written = field(default_factory=Written)  # one reconcile per key at a time: workqueue.WorkQueue
+    events: Any = None  # controller/events.Poster (post(obj, type, reason, message)); None: no Events
 
     async def reconcile_run(self, run: Mapping, shares: list[Mapping], runs_by_name: Mapping[str, Mapping],
                             children: Mapping[tuple[str, str], Mapping], host_owner: Mapping | None,
@@ -194,6 +196,7 @@ class Reconciler:
             conditions = None  # set after the writes succeed
 
         failed = None
+        pod_refused = ""  # the API server's answer to the Pod's write (a Pod Security violation...)
         wanted = {child_key(c) for c in desired}
         # Endpoints whose auth object (Middleware, SecurityPolicy) could not be written: their route
         # is not written either (an Envoy Gateway route without its SecurityPolicy is served without
@@ -219,11 +222,17 @@ class Reconciler:
                     # A Pod's spec is immutable: replace it. The next reconcile creates the new one.
                     await self.kube.adelete("v1", "Pod", ns, child["metadata"]["name"])
                     self.written.forget(child)
+                    if self.events is not None:
+                        self.events.post(run, "Normal", "PodReplaced",
+                                         f"the run's spec or template changed: Pod {child['metadata']['name']} is "
+                                         "replaced (what it kept outside its volumes is gone)")
                     continue
                 result = await self.kube.aapply(child)
                 self.written.remember(result)
             except ApiError as e:
-                failed = f"writing {child['kind']} {child['metadata']['name']}: {e}"
+                failed = f"writing {child['kind']} {child['metadata']['name']}: {e.status_message}"
+                if child["kind"] == "Pod":
+                    pod_refused = e.status_message
                 log.warning("run %s/%s: %s", ns, name, failed)
                 if child["kind"] in AUTH_KINDS:
                     blocked.add(endpoint)
@@ -255,7 +264,8 @@ class Reconciler:
         pod = self.written.newest(children.get(("Pod", pod_name)), ("Pod", ns, pod_name, "")) if not problems else None
         # Ready is the operator's work (children in line); ToolReady the tool's own state, from its Pod.
         previous = next((c for c in status.get("conditions") or [] if c.get("type") == render.TOOL_READY), None)
-        tool = render.tool_condition(pod, pod_name, "the run's spec is invalid" if problems else "", previous)
+        tool = render.tool_condition(pod, pod_name, "the run's spec is invalid" if problems else "", previous,
+                                     refused=pod_refused)
         conditions = set_condition(conditions, render.TOOL_READY, tool.ready, tool.reason, tool.message, generation, now)
         new_status = {
             **(render.run_status(run, shares, self.settings, now, runs_by_name, self.policy) if not problems else

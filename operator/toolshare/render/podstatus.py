@@ -6,6 +6,8 @@ condition is True, otherwise False with the most telling reason, as `kubectl get
 print it, and a message that names the container and its image:
 
   PodMissing          no Pod (not created yet, or the run's spec is invalid)
+  PodRefused          the API server refused the Pod (its Pod Security admission, a quota):
+                      "Pod X cannot be created: <the API server's message>"
   PodTerminating      the Pod is being deleted (replaced after a spec change)
   PodPending          not scheduled yet, or scheduled and waiting for the kubelet
   Unschedulable       the scheduler cannot place it (its PodScheduled reason, e.g. SchedulingGated)
@@ -52,6 +54,7 @@ REASON_LIMIT = 64
 
 RUNNING, CONTAINERS_NOT_READY = "Running", "ContainersNotReady"
 POD_MISSING, POD_TERMINATING, POD_PENDING, POD_UNKNOWN = "PodMissing", "PodTerminating", "PodPending", "PodUnknown"
+POD_REFUSED = "PodRefused"
 UNSCHEDULABLE, POD_INITIALIZING, CONTAINER_CREATING = "Unschedulable", "PodInitializing", "ContainerCreating"
 CRASH_LOOP = "CrashLoopBackOff"
 PULL_BACK_OFF = "ImagePullBackOff"
@@ -182,10 +185,14 @@ def _worst(statuses: list[Mapping], init: bool) -> tuple[int, ToolCondition] | N
 
 
 def tool_condition(pod: Mapping | None, pod_name: str = "", why: str = "",
-                   previous: Mapping | None = None) -> ToolCondition:
+                   previous: Mapping | None = None, refused: str = "") -> ToolCondition:
     """The ToolReady condition of a run whose Pod is `pod` (None: it has none; `why` may say why).
     `previous` is the run's current ToolReady condition: the back-off half of a failing pull keeps
-    its message (the error the other half said), so a retry cycle costs no status write."""
+    its message (the error the other half said), so a retry cycle costs no status write.
+    `refused` is the API server's refusal of the Pod's last write, if it was refused."""
+    if refused and not isinstance(pod, Mapping):
+        return ToolCondition(False, POD_REFUSED, clean(f"Pod {clean(pod_name, NAME_LIMIT)} cannot be created: "
+                                                       f"{clean(refused, TEXT_LIMIT)}", MESSAGE_LIMIT))
     cond = _tool_condition(pod, pod_name, why)
     cond = cond._replace(message=clean(cond.message, MESSAGE_LIMIT))
     if (cond.reason == PULL_BACK_OFF and isinstance(previous, Mapping) and previous.get("reason") == PULL_BACK_OFF

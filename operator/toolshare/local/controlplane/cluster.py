@@ -290,7 +290,11 @@ def _bring_up(directory: Path, binaries: Binaries | None, log, node_ip: str | No
         "serviceaccount-token-controller,root-ca-certificate-publisher-controller,"
         "clusterrole-aggregation-controller"  # fills admin/edit/view from aggregate-to-* roles
         + (",node-lifecycle-controller,endpointslice-controller,endpointslice-mirroring-controller,"
-           "deployment-controller,replicaset-controller,pod-garbage-collector-controller,taint-eviction-controller"
+           "deployment-controller,replicaset-controller,pod-garbage-collector-controller,taint-eviction-controller,"
+           # claims: bound to the node's local volumes, and their protection finalizers (which the
+           # API server's admission adds to every claim) removed once no Pod uses them
+           "persistentvolume-binder-controller,persistentvolumeclaim-protection-controller,"
+           "persistentvolume-protection-controller"
            if node_ip else ""),
         "--concurrent-gc-syncs=5",
     ])
@@ -353,11 +357,34 @@ def _start_node(state: State, binaries: Binaries, p: pkimod.ClusterPKI, node_ip:
     _wait("the node to be Ready and untainted", lambda: nodemod.node_ready(
         _get(f"{state.server}/api/v1/nodes/{nodemod.NODE_NAME}", p.ca_cert, p.tokens["admin"])),
         READY_TIMEOUT, state, logs)
+    _offer_volumes(state, binaries, paths, log)
     # kube-router finds its Node at start: only once the kubelet has registered it.
     state.launch("kube-router", nodemod.kube_router_argv(router, configs[pkimod.KUBE_ROUTER.name],
                                                          state.ports["kube_router_health"]),
                  env={"PATH": SYSTEM_PATH})
     _wait("kube-router", _ready_check(state, "kube-router", p), READY_TIMEOUT, state, logs)
+
+
+def _offer_volumes(state: State, binaries: Binaries, paths: nodemod.Paths, log) -> None:
+    """The default StorageClass and the node's local volumes; released ones emptied and offered again."""
+    kubectl = [str(binaries.path("kubectl")), f"--kubeconfig={state.directory / 'kubeconfig'}"]
+    applied = subprocess.run([*kubectl, "apply", "--server-side", "--field-manager=toolshare-node", "-f", "-"],
+                             input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                               "items": nodemod.storage_objects(paths)}),
+                             capture_output=True, text=True)
+    if applied.returncode != 0:
+        raise ClusterError(f"applying the node's storage failed: {applied.stderr}")
+    listed = subprocess.run([*kubectl, "get", "persistentvolumes", "-l", f"{nodemod.VOLUME_LABEL}=true", "-o", "json"],
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise ClusterError(f"listing the node's volumes failed: {listed.stderr}")
+    for name, directory in nodemod.released(json.loads(listed.stdout)["items"], paths):
+        nodemod.empty_directory(directory)
+        freed = subprocess.run([*kubectl, "patch", "persistentvolume", name, "--type=json",
+                                "-p", '[{"op": "remove", "path": "/spec/claimRef"}]'], capture_output=True, text=True)
+        if freed.returncode != 0:
+            raise ClusterError(f"offering volume {name} again failed: {freed.stderr}")
+        log(f"  volume {name} was released by its claim: emptied and offered again")
 
 
 def _stop(state: State, name: str, timeout: float) -> bool:

@@ -140,9 +140,64 @@ class Paths:
     kubelet_config = property(lambda self: self.root / "kubelet.yaml")
     pod_logs = property(lambda self: self.root / "pod-logs")
     kube_proxy_config = property(lambda self: self.root / "kube-proxy.yaml")
+    volumes = property(lambda self: self.root / "volumes")  # the local PersistentVolumes' directories
 
 
 # --- configurations (pure) ------------------------------------------------------------------
+
+# Storage on the one node: local PersistentVolumes on directories under DIR/node/volumes, made by
+# `cluster up`, in the cluster's default StorageClass. No provisioner: a claim waits for its first
+# Pod (WaitForFirstConsumer), then the scheduler and kube-controller-manager's binder bind it to a
+# free volume; the kubelet bind-mounts the directory and gives it the Pod's fsGroup, so a non-root
+# tool writes its home. A released volume (its claim deleted) keeps its files until the next
+# `cluster up` empties it and offers it again (`released`).
+STORAGE_CLASS = "toolshare-local"
+VOLUMES = 8
+VOLUME_CAPACITY = "10Gi"  # nominal: the volumes share the disk of the cluster directory
+VOLUME_LABEL = "toolshare.dev/local-volume"
+
+
+def volume_dirs(paths: Paths) -> list[Path]:
+    return [paths.volumes / f"pv-{i:02d}" for i in range(VOLUMES)]
+
+
+def storage_objects(paths: Paths) -> list[dict]:
+    """The default StorageClass and its local PersistentVolumes, pinned to the node."""
+    on_node = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+        {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}}
+    storage_class = {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer",
+        "reclaimPolicy": "Retain"}
+    volumes = [{
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": f"{STORAGE_CLASS}-{d.name}", "labels": {VOLUME_LABEL: "true"}},
+        "spec": {"capacity": {"storage": VOLUME_CAPACITY}, "accessModes": ["ReadWriteOnce", "ReadWriteOncePod"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": STORAGE_CLASS,
+                 "volumeMode": "Filesystem", "local": {"path": str(d)}, "nodeAffinity": on_node}}
+        for d in volume_dirs(paths)]
+    return [storage_class, *volumes]
+
+
+def released(volumes: list[dict], paths: Paths) -> list[tuple[str, Path]]:
+    """Our volumes whose claim is gone (phase Released), with their directories: to empty and offer again."""
+    dirs = {str(d): d for d in volume_dirs(paths)}
+    out = []
+    for pv in volumes:
+        labels = (pv.get("metadata") or {}).get("labels") or {}
+        path = ((pv.get("spec") or {}).get("local") or {}).get("path")
+        if labels.get(VOLUME_LABEL) == "true" and (pv.get("status") or {}).get("phase") == "Released" and path in dirs:
+            out.append((pv["metadata"]["name"], dirs[path]))
+    return out
+
+
+def empty_directory(directory: Path) -> None:
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 def containerd_config(paths: Paths, runc: Path = DEBIAN["runc"]) -> str:
     """containerd 2.x (config version 3), everything under `paths`, NRI off, no registry needed."""
@@ -321,7 +376,7 @@ def check_machine() -> None:
 
 def prepare(paths: Paths) -> None:
     for d in (paths.containerd_root, paths.containerd_state, paths.cni_conf_dir, paths.cni_ipam_dir,
-              paths.kubelet_root, paths.pod_logs):
+              paths.kubelet_root, paths.pod_logs, *volume_dirs(paths)):
         d.mkdir(parents=True, exist_ok=True)
     paths.containerd_config.write_text(containerd_config(paths))
     (paths.cni_conf_dir / f"10-{CNI_NETWORK}.conflist").write_text(json.dumps(cni_conflist(paths), indent=2))
