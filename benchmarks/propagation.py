@@ -126,7 +126,8 @@ class Proc:
                 self.p.wait()
 
 
-async def create_runs(k: KClient, n: int) -> None:
+async def create_runs(k: KClient, n: int, template: dict | None = None) -> None:
+    """N runs shared with bob; `template` (spec.template) e.g. pins their Pods to no node."""
     await k.request("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})
     sem = asyncio.Semaphore(32)
 
@@ -135,6 +136,7 @@ async def create_runs(k: KClient, n: int) -> None:
             await k.request("POST", f"/apis/toolshare.dev/v1alpha1/namespaces/{NS}/toolruns", {
                 "apiVersion": "toolshare.dev/v1alpha1", "kind": "ToolRun", "metadata": {"name": f"r{i}"},
                 "spec": {"owner": "alice", "image": "jupyter/base-notebook",
+                         **({"template": template} if template else {}),
                          "endpoints": [{"name": "lab", "port": 8888, "protocol": "http"},
                                        {"name": "ssh", "port": 22, "protocol": "ssh"}]}})
             await k.request("POST", f"/apis/toolshare.dev/v1alpha1/namespaces/{NS}/runshares", {

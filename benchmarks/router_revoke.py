@@ -11,6 +11,13 @@ run's host) and the gate's /check directly. The gate's own answer is the floor, 
 same rounds: a revoke changes no route, so the router adds only its forwardAuth round trip. Also
 the latency of one request as alice through the router against the tool straight (its Pod IP).
 Numbers are printed as JSON.
+
+    python -m benchmarks.router_revoke --rounds 20 --runs 1000 --backend ingress
+
+first creates N other runs, each shared with bob, in another namespace (their Pods pinned to a node
+label no node has, so they stay Pending: the node's 250 Pods would not hold 10,000 tools), and waits
+until every one of their routes lists bob: the operator, the gate and Traefik then hold N more runs,
+shares and routes while the rounds are timed.
 """
 
 from __future__ import annotations
@@ -167,6 +174,38 @@ def latency(asker: Asker, n: int) -> list[float]:
     return out
 
 
+NOWHERE = {"nodeSelector": {"toolshare.dev/benchmark-filler": "no-such-node"}}
+
+
+def background(kubeconfig: Path, n: int, backend: str, create: bool) -> float:
+    """N runs shared with bob (created once), waited for until every route of theirs lists bob in
+    this backend's kind; seconds it took."""
+    import asyncio
+
+    from benchmarks import propagation
+    from benchmarks.kclient import KClient
+
+    kind = ("networking.k8s.io/v1", "ingresses") if backend == "ingress" else (
+        "gateway.networking.k8s.io/v1", "httproutes")
+
+    async def go() -> float:
+        async with KClient(str(kubeconfig)) as k:
+            started = time.monotonic()
+            if create:
+                await propagation.create_runs(k, n, template=NOWHERE)
+            while True:
+                items = (await k.request("GET", f"/apis/{kind[0]}/namespaces/{propagation.NS}/{kind[1]}"))["items"]
+                done = sum(1 for i in items if "bob" in (i["metadata"].get("annotations") or {}).get(
+                    "toolshare.dev/allowed-users", ""))
+                if done >= n:
+                    return time.monotonic() - started
+                if time.monotonic() - started > 3600:
+                    raise TimeoutError(f"not all {n} {kind[1]} listed bob within an hour")
+                await asyncio.sleep(max(0.5, n / 2000))
+
+    return asyncio.run(go())
+
+
 def measure(backend: str, client, api, router: Traefik, gate_url: str, issuer: DevIssuer, rounds: int,
             requests: int) -> dict:
     run = f"nb-{backend}"
@@ -205,6 +244,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--requests", type=int, default=300, help="requests as alice for the latency figures")
+    parser.add_argument("--runs", type=int, default=0, help="other runs shared with bob, held meanwhile")
+    parser.add_argument("--backend", choices=("ingress", "gateway", "both"), default="both")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="toolshare-bench-router-"))
@@ -224,15 +265,22 @@ def main() -> int:
         kubernetes.client.CoreV1Api(client).create_namespace({"metadata": {"name": NS}})
         api = kubernetes.client.CustomObjectsApi(client)
         result: dict = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, python {platform.python_version()}",
-                        "rounds": args.rounds}
+                        "rounds": args.rounds, "other_runs": args.runs}
         modes = {"ingress": {}, "gateway": {"TOOLSHARE_ROUTING": "gateway",
                                             "TOOLSHARE_GATEWAY": f"{traefikmod.NAMESPACE}/{traefikmod.GATEWAY}",
                                             "TOOLSHARE_GATEWAY_AUTH": "traefik"}}
+        created = False
         for backend, env in modes.items():
+            if args.backend not in ("both", backend):
+                continue
             operator = start_operator(kubeconfig, work / f"operator-{backend}.log",
                                       {"TOOLSHARE_GATE_URL": gate.url, **env})
             try:
                 admitting(kubeconfig)
+                if args.runs:
+                    result[f"{backend}_other_runs_synced_s"] = round(background(kubeconfig, args.runs, backend,
+                                                                                not created), 1)
+                    created = True
                 result[backend] = measure(backend, client, api, router, gate.url, issuer, args.rounds, args.requests)
             finally:
                 stop(operator)

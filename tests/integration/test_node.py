@@ -210,6 +210,34 @@ def test_a_missing_image_and_a_crashing_tool_say_so(cluster, core, operator, nam
     assert "exited with code 3" in _condition(crashed, "ToolReady")["message"]
 
 
+
+def test_a_pod_that_cannot_start_says_why_scheduling_volume_or_secret(cluster, core, operator, namespace):
+    """ToolReady names what keeps the Pod from starting: a GPU the node does not have, a claim
+    that does not exist, a Secret that does not exist (the kubelet's CreateContainerConfigError)."""
+    ts = Toolshare(cluster.client(), namespace)
+    sleeper = {"image": catalog.DEBIAN, "command": ["sleep", "infinity"]}
+    gpu = toolrun("gpu", endpoints=[{"name": "lab", "port": 8888, "protocol": "http"}])
+    gpu["spec"].update(sleeper, resources={"limits": {"nvidia.com/gpu": 1}})
+    claim = toolrun("claim", endpoints=[{"name": "lab", "port": 8888, "protocol": "http"}])
+    claim["spec"].update(sleeper, template={
+        "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "no-such-claim"}}],
+        "volumeMounts": [{"name": "home", "mountPath": "/home/tool"}]})
+    secret = toolrun("secret", endpoints=[{"name": "lab", "port": 8888, "protocol": "http"}])
+    secret["spec"].update(sleeper, env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "no-such-secret",
+                                                                                          "key": "token"}}}])
+    for run in (gpu, claim, secret):
+        ts.create(run)
+
+    def said(run: str, reason: str, text: str):
+        cond = _condition(ts.get("toolruns", run) or {}, "ToolReady")
+        return cond if cond.get("reason") == reason and text in cond.get("message", "") else None
+    assert wait_for(lambda: said("gpu", "Unschedulable", "Insufficient nvidia.com/gpu"), timeout=START,
+                    what="gpu: ToolReady=Unschedulable naming the GPU")["status"] == "False"
+    assert wait_for(lambda: said("claim", "Unschedulable", '"no-such-claim" not found'), timeout=START,
+                    what="claim: ToolReady=Unschedulable naming the claim")["status"] == "False"
+    assert wait_for(lambda: said("secret", "CreateContainerConfigError", '"no-such-secret" not found'),
+                    timeout=START, what="secret: ToolReady=CreateContainerConfigError naming the Secret")
+
 def test_a_second_node_on_the_machine_is_refused_and_starts_nothing(cluster, tmp_path):
     from toolshare.local.controlplane import cluster as controlplane
 
