@@ -173,7 +173,7 @@ def storage_objects(paths: Paths) -> list[dict]:
     volumes = [{
         "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": {"name": f"{STORAGE_CLASS}-{d.name}", "labels": {VOLUME_LABEL: "true"}},
-        "spec": {"capacity": {"storage": VOLUME_CAPACITY}, "accessModes": ["ReadWriteOnce", "ReadWriteOncePod"],
+        "spec": {"capacity": {"storage": VOLUME_CAPACITY}, "accessModes": ["ReadWriteOnce"],
                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": STORAGE_CLASS,
                  "volumeMode": "Filesystem", "local": {"path": str(d)}, "nodeAffinity": on_node}}
         for d in volume_dirs(paths)]
