@@ -104,3 +104,12 @@ def test_free_port_never_hands_out_a_port_twice():
 
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
+
+
+def test_free_ports_are_outside_the_kernels_ephemeral_range():
+    """An outgoing connection's source port comes from that range: a listener chosen there may
+    find it taken by the time it binds (the scheduler's "address already in use" in CI)."""
+    from toolshare.local.controlplane.cluster import _ephemeral_range, free_port
+
+    low, high = _ephemeral_range()
+    assert all(not low <= free_port() <= high for _ in range(100))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,18 +43,33 @@ _HANDED_OUT: set[int] = set()
 _HANDED_OUT_LOCK = threading.Lock()
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A port nothing listens on now, and never one this process handed out before: the kernel may
-    give a just-closed port again, and callers bind theirs later (the scheduler and kube-router's
-    health server once got the same port in one `up`)."""
+    """A port nothing listens on now, outside the kernel's ephemeral range, and never one this
+    process handed out before. Callers bind theirs later: a port the kernel picked (bind to 0)
+    may meanwhile be the source port of some outgoing connection (CI: the scheduler's
+    "bind: address already in use" in one `up`), and a just-closed one may be given again."""
+    low, high = _ephemeral_range()
+    candidates = range(20000, low) if low > 21000 else range(high + 1, 65536)
     with _HANDED_OUT_LOCK:
         while True:
+            port = random.choice(candidates)
+            if port in _HANDED_OUT:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            if port not in _HANDED_OUT:
-                _HANDED_OUT.add(port)
-                return port
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
 
 
 _start_time = nodemod.start_time  # with the pid, a process's identity
