@@ -6,7 +6,11 @@ starts a local control plane, creates N ToolRuns each shared with bob, runs the 
 production (its own process), and reports: initial sync time, propagation latency p50/p95/p99 for
 share changes applied at a fixed rate, sustained changes/s, write requests per change (from the
 API server's apiserver_request_total), operator RSS and CPU, restart time and restart writes.
-Then it stops the operator and measures the floor (benchmarks/floor.py) on the same cluster.
+After the rate phases, a revoke phase at the highest rate: each share's sharer takes the user the
+last phase added away again (a narrowing, which the API server admits without a webhook call;
+`webhook_calls` counts them), timed until the run's Ingress no longer lists that user.
+Then it stops the operator and measures the floor (benchmarks/floor.py) on the same cluster, with
+the same add and revoke phases.
 """
 
 from __future__ import annotations
@@ -71,6 +75,12 @@ async def webhook_seconds(k: KClient) -> dict:
             total, count = out.get(name, (0.0, 0))
             out[name] = (total + float(m.group("value")), count) if m.group(1) == "sum" else (total, count + int(float(m.group("value"))))
     return out
+
+
+def webhook_calls(after: dict, before: dict) -> dict:
+    """Webhook calls per webhook name between two webhook_seconds() readings."""
+    return {name: count - before.get(name, (0.0, 0))[1] for name, (_, count) in after.items()
+            if count > before.get(name, (0.0, 0))[1]}
 
 
 def webhook_means(after: dict, before: dict) -> dict:
@@ -170,20 +180,43 @@ async def settle(k: KClient, quiet: float = 3.0, timeout: float = 600.0) -> dict
     return last
 
 
-async def propagate(k: KClient, n: int, rate: float, duration: float, tag: str) -> dict:
-    """Change shares at `rate`/s for `duration` s; return latencies from write to Ingress annotation."""
+async def tokens_held(k: KClient) -> dict[str, str]:
+    """run -> the user other than bob its share now lists (what a revoke phase takes away)."""
+    listing = await k.request("GET", f"/apis/toolshare.dev/v1alpha1/namespaces/{NS}/runshares")
+    out = {}
+    for share in listing["items"]:
+        others = [u for u in share["spec"].get("users") or [] if u != "bob"]
+        if len(others) == 1:
+            out[share["spec"]["runRef"]["name"]] = others[0]
+    return out
+
+
+async def propagate(k: KClient, n: int, rate: float, duration: float, tag: str, revoke: bool = False) -> dict:
+    """Change shares at `rate`/s for `duration` s; return latencies from write to Ingress annotation.
+
+    A change adds a new user to a share (the user it added before goes); with `revoke`, a change
+    takes the one user besides bob away (a narrowing by its sharer, at most one per share), and
+    the latency is until the run's Ingress no longer lists that user."""
     listing = await k.request("GET", f"/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses", params={"limit": "1"})
+    held = await tokens_held(k) if revoke else {}
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     acked: dict[str, float] = {}
+    started: set[str] = set()
     done = asyncio.Event()
-    total = int(rate * duration)
+    total = min(int(rate * duration), len(held)) if revoke else int(rate * duration)
+    targets = sorted(held, key=lambda r: int(r[1:]))[:total] if revoke else []
 
     async def watcher():
         async for _, obj in k.watch(f"/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses",
                                     listing["metadata"]["resourceVersion"]):
-            users = (obj["metadata"].get("annotations") or {}).get("toolshare.dev/allowed-users", "")
-            for u in users.split(","):
+            users = (obj["metadata"].get("annotations") or {}).get("toolshare.dev/allowed-users", "").split(",")
+            if revoke:
+                run = obj["metadata"]["name"].removesuffix(".lab")
+                token = held.get(run)
+                if token in started and token not in seen and token not in users:
+                    seen[token] = time.monotonic()
+            for u in users if not revoke else ():
                 if u.startswith(tag) and u not in seen:
                     seen[u] = time.monotonic()
             if len(seen) >= total:
@@ -199,13 +232,15 @@ async def propagate(k: KClient, n: int, rate: float, duration: float, tag: str) 
         delay = target - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        token = f"{tag}{i}"
-        run = f"r{i % n}"
+        run = targets[i] if revoke else f"r{i % n}"
+        token = held[run] if revoke else f"{tag}{i}"
+        users = ["bob"] if revoke else ["bob", token]
 
-        async def change(run=run, token=token):
+        async def change(run=run, token=token, users=users):
             t0 = time.monotonic()
+            started.add(token)
             await k.request("PATCH", f"/apis/toolshare.dev/v1alpha1/namespaces/{NS}/runshares/{run}",
-                            {"spec": {"users": ["bob", token]}}, content_type="application/merge-patch+json")
+                            {"spec": {"users": users}}, content_type="application/merge-patch+json")
             sent[token] = t0
             acked[token] = time.monotonic() - t0
 
@@ -338,25 +373,33 @@ async def bench(args) -> dict:
             say(f"initial sync {result['initial_sync_seconds']}s")
             # One phase per offered rate, lowest first: where p99 stays under a second, and where
             # the operator stops keeping up. The highest rate is the headline, beside the floor.
-            phases = {}
-            for index, rate in enumerate(sorted(args.rate)):
+            async def phase(proc: Proc, rate: float, tag: str, revoke: bool = False) -> dict:
                 before = await settle(k)
-                cpu0, cp0, hooks0 = op.cpu_seconds(), control_plane_cpu(state), await webhook_seconds(k)
-                say(f"propagation phase (operator) at {rate:g}/s")
-                spy = profiler(op, args.profile, f"operator-{rate:g}")
-                prop = await propagate(k, args.runs, rate, args.duration, f"u{index}x")
+                cpu0, cp0, hooks0 = proc.cpu_seconds(), control_plane_cpu(state), await webhook_seconds(k)
+                spy = profiler(proc, args.profile, f"{'floor' if proc is not op else 'operator'}-{tag}")
+                prop = await propagate(k, args.runs, rate, args.duration, tag, revoke=revoke)
                 stop_profiler(spy)
                 cp = diff(control_plane_cpu(state), cp0)
-                hooks = webhook_means(await webhook_seconds(k), hooks0)
+                hooks = await webhook_seconds(k)
                 w = diff(await settle(k), before)
                 own = w.pop("PATCH runshares", 0)  # the benchmark's own share changes
                 assert own == prop["changes"], (own, prop)
-                phases[f"{rate:g}"] = {
-                    **prop, "writes_per_change": round(sum(w.values()) / max(prop["changes"], 1), 2),
-                    "writes": w, "rss_mb": round(op.rss_mb(), 1), "cpu_seconds": round(op.cpu_seconds() - cpu0, 1),
-                    "control_plane_cpu_seconds": {n: round(v, 1) for n, v in cp.items()},
-                    "webhook_call_mean_ms": hooks}
-                say(f"  p99 {phases[f'{rate:g}']['p99_ms']} ms, {phases[f'{rate:g}']['sustained_per_s']}/s")
+                out = {**prop, "writes_per_change": round(sum(w.values()) / max(prop["changes"], 1), 2),
+                       "writes": w, "rss_mb": round(proc.rss_mb(), 1),
+                       "cpu_seconds": round(proc.cpu_seconds() - cpu0, 1),
+                       "control_plane_cpu_seconds": {n: round(v, 1) for n, v in cp.items()},
+                       "webhook_calls": webhook_calls(hooks, hooks0), "webhook_call_mean_ms": webhook_means(hooks, hooks0)}
+                say(f"  p99 {out['p99_ms']} ms, {out['sustained_per_s']}/s")
+                return out
+
+            phases = {}
+            for index, rate in enumerate(sorted(args.rate)):
+                say(f"propagation phase (operator) at {rate:g}/s")
+                phases[f"{rate:g}"] = await phase(op, rate, f"u{index}x")
+            # Revoke: each share's sharer takes the user the last phase added away again. A
+            # narrowing by the sharer: admitted by the API server without a webhook call.
+            say(f"revoke phase (operator) at {max(args.rate):g}/s")
+            result["operator_revoke"] = await phase(op, max(args.rate), "revoke", revoke=True)
             result["operator_by_rate"] = phases
             result["operator"] = phases[f"{max(args.rate):g}"]
             if args.operator_only:
@@ -386,17 +429,13 @@ async def bench(args) -> dict:
             floor = Proc([sys.executable, "-m", "benchmarks.floor", "--kubeconfig", kubeconfig, "--namespace", NS],
                          directory / "floor.log", env)
             await asyncio.sleep(2)
-            before = await settle(k)
-            cpu0, cp0 = floor.cpu_seconds(), control_plane_cpu(state)
-            fprop = await propagate(k, args.runs, max(args.rate), args.duration, "f")
-            cp = diff(control_plane_cpu(state), cp0)
-            w = diff(await settle(k), before)
-            w.pop("PATCH runshares", 0)
-            result["floor"] = {**fprop, "writes_per_change": round(sum(w.values()) / max(fprop["changes"], 1), 2),
-                               "rss_mb": round(floor.rss_mb(), 1), "cpu_seconds": round(floor.cpu_seconds() - cpu0, 1),
-                               "control_plane_cpu_seconds": {n: round(v, 1) for n, v in cp.items()}}
+            result["floor"] = await phase(floor, max(args.rate), "f")
+            say(f"revoke phase (floor) at {max(args.rate):g}/s")
+            result["floor_revoke"] = await phase(floor, max(args.rate), "revoke", revoke=True)
             floor.stop()
             result["p99_ratio_to_floor"] = round(result["operator"]["p99_ms"] / max(result["floor"]["p99_ms"], 1e-9), 2)
+            result["revoke_p99_ratio_to_floor"] = round(
+                result["operator_revoke"]["p99_ms"] / max(result["floor_revoke"]["p99_ms"], 1e-9), 2)
     finally:
         for proc in Proc.started:  # an exception must not leave an operator behind (own session)
             proc.stop()

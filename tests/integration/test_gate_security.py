@@ -239,6 +239,46 @@ def test_revocation_expiry_and_ownership_hold_with_the_operator_down(plane, issu
         plane.operator.start()
 
 
+def test_a_sharer_narrows_a_share_with_the_operator_down_and_nobody_widens_one(plane, issuer, ns):
+    """The API server admits, without the webhook, an UPDATE by the share's sharer that can only
+    take access away (webhookconfig.narrowed_by_sharer); anything else still needs the webhook, so
+    with the operator down it is refused and the stored share is unchanged."""
+    alice, carol = _as(plane, "alice", ns), _as(plane, "carol", ns)
+    alice.create(toolrun("nb"))
+    alice.create(runshare("team", run="nb", users=["bob", "carol"], groups=["lab"]))
+    _settle(plane, issuer, ns, "nb", (202, 202, 202, 403, 401))
+    converged(plane.cluster.client(), ns)
+    plane.operator.stop()
+    try:
+        def refused(who, patch):
+            before = alice.get("runshares", "team")
+            with pytest.raises(kubernetes.client.ApiException) as e:
+                who.patch("runshares", "team", patch)
+            assert "failed calling webhook" in e.value.body, e.value.body
+            after = alice.get("runshares", "team")
+            assert after["spec"] == before["spec"] and after["metadata"]["resourceVersion"] == before[
+                "metadata"]["resourceVersion"]
+
+        # A co-tenant with edit narrows nothing of alice's (the sharer webhook is called for her).
+        refused(carol, {"spec": {"users": ["carol"]}})
+        # Widening, retargeting, a new expiry, every endpoint again: the webhook's question.
+        refused(alice, {"spec": {"users": ["bob", "carol", "dave"]}})
+        refused(alice, {"spec": {"groups": ["lab", "staff"]}})
+        refused(alice, {"spec": {"runRef": {"name": "other"}}})
+        refused(alice, {"spec": {"expiresAt": "2030-01-01T00:00:00Z"}})
+        # Narrowing: fewer users, one endpoint instead of all, no groups.
+        alice.patch("runshares", "team", {"spec": {"users": ["bob"], "endpoints": ["lab"]}})
+        alice.patch("runshares", "team", {"spec": {"groups": None}})
+        _settle(plane, issuer, ns, "nb", BOB_TOO)
+        refused(alice, {"spec": {"endpoints": None}})  # back to every endpoint: wider
+        # Labels and annotations of her own are no spec change: still narrow enough.
+        alice.patch("runshares", "team", {"metadata": {"labels": {"team": "a"}}})
+        assert alice.get("runshares", "team")["spec"] == {"runRef": {"name": "nb"}, "users": ["bob"],
+                                                          "endpoints": ["lab"]}
+    finally:
+        plane.operator.start()
+
+
 def test_identity_is_read_exactly_from_the_token(plane, issuer, ns):
     """Through the real oauth2-proxy: a group claim with a comma is not two groups, a padded or
     missing user claim is nobody, and nothing falls back to `sub`."""

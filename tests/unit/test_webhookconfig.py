@@ -1,6 +1,9 @@
 """webhookconfig.py: the configurations the operator applies and the chart renders."""
 
+import yaml
+
 from toolshare.admission import webhookconfig
+from toolshare.local.dev import repo_root
 from toolshare.policy import Policy
 
 
@@ -13,12 +16,13 @@ def test_mutating_hooks_carry_conditions_and_validating_hooks_are_always_called(
         "toolrun-owner.toolshare.dev", "imageshare-owner.toolshare.dev", "runshare-sharer.toolshare.dev"}
     assert all(w["matchConditions"] for w in mutating["webhooks"])
     assert all(w["failurePolicy"] == "Fail" for w in validating["webhooks"])
-    # Validation is always called on CREATE and UPDATE; only a RunShare DELETE by its sharer or an
-    # administrator skips it (so they can unshare with the operator down).
+    # Validation is always called on CREATE and UPDATE but for RunShare requests whose answer is
+    # known: a DELETE by its sharer or an administrator, an UPDATE by its sharer that only narrows.
     conditions = {w["name"]: [c["expression"] for c in w.get("matchConditions", [])] for w in validating["webhooks"]}
     assert conditions["toolrun-admission.toolshare.dev"] == conditions["imageshare-admission.toolshare.dev"] == []
-    (delete_only,) = conditions["runshare-admission.toolshare.dev"]
-    assert delete_only.startswith("request.operation != 'DELETE' || !(")
+    delete, narrowed = conditions["runshare-admission.toolshare.dev"]
+    assert delete.startswith("request.operation != 'DELETE' || !(")
+    assert narrowed.startswith("!(request.operation == 'UPDATE' && ")
     runshares = next(w for w in validating["webhooks"] if w["name"].startswith("runshare-admission"))
     assert runshares["rules"][0]["operations"] == ["CREATE", "UPDATE", "DELETE"]
     sharer = next(w for w in mutating["webhooks"] if w["name"].startswith("runshare-sharer"))
@@ -57,3 +61,21 @@ def test_the_principals_policy_joins_users_and_groups_for_display_only():
     assert policy["spec"]["failurePolicy"] == "Ignore"  # display only: never blocks a write
     expression = policy["spec"]["mutations"][0]["applyConfiguration"]["expression"]
     assert 'object.spec.users.join(", ")' in expression and 'object.spec.groups.join(", ")' in expression
+
+
+def test_the_narrowing_condition_knows_every_runshare_spec_field():
+    """A field the condition does not name would pass through a skipped webhook unchecked."""
+    crd = yaml.safe_load((repo_root() / "crds" / "runshares.toolshare.dev.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert set(spec) == set(webhookconfig.NARROWING_FIELDS)
+    expression = webhookconfig.narrowed_by_sharer()
+    for field, rule in webhookconfig.NARROWING_FIELDS.items():
+        if rule == "same":
+            assert f"object.spec.{field} == oldObject.spec.{field}" in expression
+        else:
+            assert f"object.spec.{field}.all(x, x in oldObject.spec.{field})" in expression
+    # Only the recorded sharer, with the recorded groups unchanged; never on CREATE or DELETE.
+    assert 'oldObject.metadata.annotations["toolshare.dev/shared-by"] == request.userInfo.username' in expression
+    assert ('object.metadata.annotations["toolshare.dev/shared-by-groups"] == '
+            'oldObject.metadata.annotations["toolshare.dev/shared-by-groups"]') in expression
+    assert expression.startswith("request.operation == 'UPDATE' && ")

@@ -10,8 +10,10 @@ change nothing. A mutating call costs the API server about as much as a whole wr
 Skipping is exact, never a relaxation: a mutating webhook is skipped only when the object
 already holds what it would write (an owner is set; the sharer annotations already name this
 requester and their conferring groups). Every check lives in the validating webhooks, which
-are always called, but for one: a RunShare DELETE by its sharer or an administrator, which is
-allowed whatever the webhook would say, so they can unshare while the operator is down.
+are always called, but for two RunShare requests whose answer is known without them: a DELETE
+by its sharer or an administrator, and an UPDATE by its sharer that can only take access away
+(narrowed_by_sharer). Both are allowed whatever the webhook would say, so a sharer can unshare,
+wholly or in part, with no round trip and while the operator is down.
 
 Who may change or delete a ToolRun or an ImageShare needs no other object, so it is a
 ValidatingAdmissionPolicy (CEL, in the API server's own process): the owner or an administrator
@@ -88,13 +90,51 @@ def deleted_by_someone_else(policy: Policy) -> str:
     return f"request.operation != 'DELETE' || !(({sharer}) || {trusted(policy)})"
 
 
+def _subset(field: str) -> str:
+    """CEL: object.spec.<field> lists nothing oldObject.spec.<field> did not (absent = empty)."""
+    return (f"(!has(object.spec.{field}) || (has(oldObject.spec.{field})"
+            f" && object.spec.{field}.all(x, x in oldObject.spec.{field})))")
+
+
+def _same(field: str) -> str:
+    return (f"(has(object.spec.{field}) == has(oldObject.spec.{field})"
+            f" && (!has(object.spec.{field}) || object.spec.{field} == oldObject.spec.{field}))")
+
+
+# The RunShare spec fields the narrowing condition below knows about; a new field must be added
+# there (tests/unit/test_webhookconfig.py compares this with the CRD).
+NARROWING_FIELDS = {"users": "subset", "groups": "subset", "endpoints": "subset-or-all",
+                    "runRef": "same", "runSelector": "same", "expiresAt": "same"}
+
+
+def narrowed_by_sharer() -> str:
+    """CEL: an UPDATE by the share's recorded sharer, the sharer annotations unchanged, that can
+    only take access away: the same runs and expiry, users and groups a subset of before, and
+    endpoints a subset of before (absent before = every endpoint). Every check the validating
+    webhook makes holds for such a change when it held for the stored share, so its answer is
+    known: admit. The operator and the gate re-derive access from the stored share either way."""
+    by, by_groups = json.dumps(ANN_SHARED_BY), json.dumps(ANN_SHARED_BY_GROUPS)
+    sharer = (f"has(oldObject.metadata.annotations) && {by} in oldObject.metadata.annotations"
+              f" && oldObject.metadata.annotations[{by}] == request.userInfo.username"
+              f" && has(object.metadata.annotations) && {by} in object.metadata.annotations"
+              f" && object.metadata.annotations[{by}] == request.userInfo.username"
+              f" && {by_groups} in oldObject.metadata.annotations && {by_groups} in object.metadata.annotations"
+              f" && object.metadata.annotations[{by_groups}] == oldObject.metadata.annotations[{by_groups}]")
+    endpoints = ("(!has(oldObject.spec.endpoints) || (has(object.spec.endpoints)"
+                 " && object.spec.endpoints.all(x, x in oldObject.spec.endpoints)))")
+    rules = {"subset": _subset, "same": _same, "subset-or-all": lambda _: endpoints}
+    spec = " && ".join(rules[rule](field) for field, rule in NARROWING_FIELDS.items())
+    return f"request.operation == 'UPDATE' && {sharer} && {spec}"
+
+
 def match_conditions(hook_id: str, policy: Policy) -> list[dict]:
     if hook_id in ("toolrun-owner", "imageshare-owner"):
         return [{"name": "owner-not-set", "expression": OWNER_MISSING}]
     if hook_id == "runshare-sharer":
         return [{"name": "sharer-not-recorded", "expression": sharer_unrecorded(policy)}]
     if hook_id == "runshare-admission":
-        return [{"name": "not-deleted-by-sharer-or-admin", "expression": deleted_by_someone_else(policy)}]
+        return [{"name": "not-deleted-by-sharer-or-admin", "expression": deleted_by_someone_else(policy)},
+                {"name": "not-narrowed-by-sharer", "expression": f"!({narrowed_by_sharer()})"}]
     return []
 
 

@@ -273,8 +273,9 @@ async def mutate_runshare(userinfo, patch, **_):
 async def validate_runshare(operation, body, old, namespace, userinfo, **_):
     req = Requester.from_userinfo(userinfo)
     if operation in ("UPDATE", "DELETE") and old is not None:
-        # The API server skips a DELETE by the sharer or an administrator (webhookconfig.py), so
-        # they can unshare with the operator down; anyone else is asked about here.
+        # The API server skips a DELETE by the sharer or an administrator, and an UPDATE by the
+        # sharer that only narrows (webhookconfig.py), so they can unshare with the operator down;
+        # anyone else is asked about here.
         _refuse(admission.share_change_problem(operation, old, req, ST.policy, views.share_runs(namespace, old)))
         if operation == "DELETE":
             return
