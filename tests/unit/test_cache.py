@@ -67,16 +67,6 @@ def test_one_packed_copy_per_version_is_shared_by_every_view_and_reads_are_fresh
     assert c.view("by_ns").get("a")[0]["spec"] == {"ref": "r", "x": 1} and c.version("1") == 6
 
 
-def test_kopf_keeps_no_memory_per_object():
-    import asyncio
-
-    from toolshare.manager import ForgetfulMemories
-
-    memories = ForgetfulMemories()
-    memory = asyncio.run(memories.recall({"metadata": {"uid": "u"}}, noticed_by_listing=True))
-    assert memory.noticed_by_listing and list(memories.iter_all_memories()) == []
-
-
 def test_the_start_up_list_is_read_page_by_page():
     from toolshare.state.cache import list_pages
 

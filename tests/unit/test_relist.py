@@ -1,4 +1,4 @@
-"""After kopf lists a kind again, objects the cache holds but the list lacks were deleted unseen."""
+"""After a kind is listed again, objects the cache holds but the list lacks were deleted unseen."""
 
 from toolshare.state.cache import Cache, Source
 from toolshare.state.relist import vanished

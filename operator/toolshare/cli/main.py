@@ -88,7 +88,7 @@ def _operator(args: argparse.Namespace) -> int:
     from toolshare.state.views import KindsUnavailable
 
     try:
-        run_operator(namespaces=args.namespace, verbose=args.verbose, liveness_endpoint=args.liveness,
+        run_operator(verbose=args.verbose, liveness_endpoint=args.liveness,
                      log_format=args.log_format)
     except (SettingsError, KindsUnavailable) as e:  # before kopf starts: nothing to clean up
         print(f"toolshare operator: {e}", file=sys.stderr)
@@ -223,8 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("operator", help="run the operator in the foreground")
     o.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG, then ~/.kube/config)")
-    o.add_argument("--namespace", "-n", action="append", default=[],
-                   help="watch only this namespace (repeatable; default: the whole cluster)")
     o.add_argument("--liveness", metavar="URL",
                    help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     o.add_argument("--metrics-port", type=int, metavar="PORT",

@@ -1,6 +1,6 @@
 """ImageShare status: which share holds its image's claim, and whom it shares the image with.
 
-A thin kopf layer over images.status: an event recomputes the status of every share of the same
+A thin layer over images.status (its watch: resources.py): an event recomputes the status of every share of the same
 repository, since a deletion can hand the claim to the next-oldest share. Only differences are
 written.
 """
@@ -11,15 +11,12 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 
-import kopf
-
 from toolshare import images, model
 from toolshare.client.kube import ApiError
 from toolshare.conditions import contains, set_condition
 from toolshare.controller.work import RT, utcnow
 from toolshare.state import views
 from toolshare.state.cache import CACHE
-from toolshare.state.relist import relisted
 
 log = logging.getLogger("toolshare.imageshares")
 
@@ -36,11 +33,8 @@ def desired_status(share: Mapping, shares: list[Mapping], now: dt.datetime) -> d
     }
 
 
-@kopf.on.event(model.GROUP, model.VERSION, "imageshares")
-async def on_imageshare(event, body, **_):
-    if event["type"] is None:  # from a listing: then look for deletions it did not report
-        relisted("imageshares", "imageshares_all", on_imageshare, RT.reconciler.kube)
-    if event["type"] == "DELETED":
+async def on_imageshare(event: str | None, body: dict) -> None:
+    if event == "DELETED":
         CACHE.drop("imageshares", body)
     elif not CACHE.put("imageshares", body):
         return
