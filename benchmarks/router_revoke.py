@@ -17,7 +17,8 @@ Numbers are printed as JSON.
 first creates N other runs, each shared with bob, in another namespace (their Pods pinned to a node
 label no node has, so they stay Pending: the node's 250 Pods would not hold 10,000 tools), and waits
 until every one of their routes lists bob: the operator, the gate and Traefik then hold N more runs,
-shares and routes while the rounds are timed.
+shares and routes while the rounds are timed. Each backend's result ends with the peak resident
+memory (VmHWM) of the operator, the gate and Traefik.
 """
 
 from __future__ import annotations
@@ -206,6 +207,17 @@ def background(kubeconfig: Path, n: int, backend: str, create: bool) -> float:
     return asyncio.run(go())
 
 
+def peak_rss_mb(pid: int | None) -> float | None:
+    """A process's peak resident memory so far (VmHWM), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, TypeError, ValueError):
+        pass
+    return None
+
+
 def measure(backend: str, client, api, router: Traefik, gate_url: str, issuer: DevIssuer, rounds: int,
             requests: int) -> dict:
     run = f"nb-{backend}"
@@ -282,6 +294,10 @@ def main() -> int:
                                                                                 not created), 1)
                     created = True
                 result[backend] = measure(backend, client, api, router, gate.url, issuer, args.rounds, args.requests)
+                # Peaks since each process started: the gate's and Traefik's span every backend so far.
+                result[backend]["peak_rss_mb"] = {
+                    "operator": peak_rss_mb(operator.pid), "gate": peak_rss_mb(gate.proc.pid),
+                    "traefik": peak_rss_mb(router.service.proc.pid if router.service else None)}
             finally:
                 stop(operator)
         print(json.dumps(result, indent=2))
