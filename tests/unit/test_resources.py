@@ -73,3 +73,4 @@ def test_a_handler_that_fails_is_logged_and_a_deletion_still_leaves_the_cache(ca
         assert "Handler 'handler' failed with an exception on DELETED ToolRun relist-test/poison" in caplog.text
     finally:
         CACHE.drop("toolruns", obj)
+

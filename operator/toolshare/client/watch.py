@@ -45,7 +45,8 @@ class Reflector:
                  on_replace: Callable[[list[dict]], None] = lambda items: None,
                  on_event: Callable[[str, dict], None | Awaitable[None]],
                  on_failure: Callable[[], None] = lambda: None, max_event_bytes: int = MAX_EVENT_BYTES,
-                 resource_version: str = "", lister: Callable[[], Awaitable[str]] | None = None):
+                 resource_version: str = "", lister: Callable[[], Awaitable[str]] | None = None,
+                 watch_timeout: int = WATCH_TIMEOUT):
         """`resource_version`: already listed at this version, so watch from it (no first LIST);
         `lister`: lists in its own way (and stores what it listed) and returns the version, in
         place of one LIST handed to `on_replace`. `on_event` may be a coroutine function: each
@@ -54,6 +55,9 @@ class Reflector:
         self.max_event_bytes = max_event_bytes
         self.on_replace, self.on_event, self.on_failure = on_replace, on_event, on_failure
         self.lister = lister
+        # The server ends each watch after watch_timeout s and we resume from the last version; a
+        # peer that went silent without closing (half-open) is noticed 10 s after that.
+        self.watch_timeout = watch_timeout
         self.synced = asyncio.Event()
         self.resource_version = resource_version
         if resource_version:
@@ -108,8 +112,8 @@ class Reflector:
 
     async def _watch(self, session: aiohttp.ClientSession) -> None:
         url = self._url(watch="1", resourceVersion=self.resource_version, allowWatchBookmarks="true",
-                        timeoutSeconds=str(WATCH_TIMEOUT))
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_TIMEOUT + 30)
+                        timeoutSeconds=str(self.watch_timeout))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.watch_timeout + 10)
         async with session.get(url, headers=self.api.headers(), ssl=self.api.ssl, timeout=timeout) as resp:
             if resp.status == 410:
                 raise Gone()

@@ -31,6 +31,9 @@ log = logging.getLogger("toolshare.children")
 # Children whose status another controller writes and no decision reads: a Gateway controller
 # rewrites every HTTPRoute's status.parents on each change of its Gateway (Envoy Gateway does the
 # same to SecurityPolicies). Such a write is not a reason to reconcile the run.
+# The operator's watches end after 50 s and resume from their version (as kopf's did), so a
+# connection left half-open is noticed within a minute; each resume is one cheap request.
+WATCH_TIMEOUT = 50
 STATUS_OF_OTHERS = frozenset(plural for _, _, plural, _ in views.GATEWAY_KINDS)
 
 
@@ -105,7 +108,8 @@ class Children:
 
             reflector = Reflector(api, source.path, source.label_selector, on_event=on_event,
                                   on_failure=metrics.WATCH_FAILURES.labels(kind).inc,
-                                  resource_version=self.versions.get(plural, ""), lister=relist)
+                                  resource_version=self.versions.get(plural, ""), lister=relist,
+                                  watch_timeout=WATCH_TIMEOUT)
             self.reflectors[plural] = reflector
             self.tasks.append(asyncio.create_task(reflector.run(self.session), name=f"watch-{plural}"))
         log.info("child watches start from the start-up listing: %s",

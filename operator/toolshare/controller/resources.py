@@ -26,6 +26,7 @@ import aiohttp
 from toolshare import model
 from toolshare.client.config import ApiConfig
 from toolshare.client.watch import Reflector
+from toolshare.controller.children import WATCH_TIMEOUT
 from toolshare.controller import metrics
 from toolshare.state.cache import CACHE, list_pages
 from toolshare.state.relist import vanished
@@ -69,7 +70,8 @@ class Resources:
 
             reflector = Reflector(api, CACHE.sources[kind.plural].path, on_event=on_event,
                                   on_failure=metrics.WATCH_FAILURES.labels(kind.kind).inc,
-                                  resource_version=self.versions.get(kind.plural, ""), lister=relist)
+                                  resource_version=self.versions.get(kind.plural, ""), lister=relist,
+                                  watch_timeout=WATCH_TIMEOUT)
             self.reflectors[kind.plural] = reflector
             self.tasks.append(asyncio.create_task(reflector.run(self.session), name=f"watch-{kind.plural}"))
         log.info("watches of %s start from the start-up listing: %s", ", ".join(k.plural for k in self.kinds),
