@@ -212,13 +212,13 @@ async def propagate(k: KClient, n: int, rate: float, duration: float, tag: str, 
                                     listing["metadata"]["resourceVersion"]):
             users = (obj["metadata"].get("annotations") or {}).get("toolshare.dev/allowed-users", "").split(",")
             if revoke:
-                run = obj["metadata"]["name"].removesuffix(".lab")
-                token = held.get(run)
+                token = held.get(obj["metadata"]["name"].removesuffix(".lab"))
                 if token in started and token not in seen and token not in users:
                     seen[token] = time.monotonic()
-            for u in users if not revoke else ():
-                if u.startswith(tag) and u not in seen:
-                    seen[u] = time.monotonic()
+            else:
+                for u in users:
+                    if u.startswith(tag) and u not in seen:
+                        seen[u] = time.monotonic()
             if len(seen) >= total:
                 done.set()
                 return

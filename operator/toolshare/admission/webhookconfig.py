@@ -82,12 +82,16 @@ def trusted(policy: Policy) -> str:
             f" || (has(request.userInfo.groups) && request.userInfo.groups.exists(g, g in {groups}))")
 
 
+def recorded_sharer(obj: str) -> str:
+    """CEL: `obj` (object or oldObject) records this requester as its sharer."""
+    by = json.dumps(ANN_SHARED_BY)
+    return (f"has({obj}.metadata.annotations) && {by} in {obj}.metadata.annotations"
+            f" && {obj}.metadata.annotations[{by}] == request.userInfo.username")
+
+
 def deleted_by_someone_else(policy: Policy) -> str:
     """CEL: not a DELETE by the share's recorded sharer or an administrator (those need no webhook)."""
-    by = json.dumps(ANN_SHARED_BY)
-    sharer = (f"has(oldObject.metadata.annotations) && {by} in oldObject.metadata.annotations"
-              f" && oldObject.metadata.annotations[{by}] == request.userInfo.username")
-    return f"request.operation != 'DELETE' || !(({sharer}) || {trusted(policy)})"
+    return f"request.operation != 'DELETE' || !(({recorded_sharer('oldObject')}) || {trusted(policy)})"
 
 
 def _subset(field: str) -> str:
@@ -113,11 +117,8 @@ def narrowed_by_sharer() -> str:
     endpoints a subset of before (absent before = every endpoint). Every check the validating
     webhook makes holds for such a change when it held for the stored share, so its answer is
     known: admit. The operator and the gate re-derive access from the stored share either way."""
-    by, by_groups = json.dumps(ANN_SHARED_BY), json.dumps(ANN_SHARED_BY_GROUPS)
-    sharer = (f"has(oldObject.metadata.annotations) && {by} in oldObject.metadata.annotations"
-              f" && oldObject.metadata.annotations[{by}] == request.userInfo.username"
-              f" && has(object.metadata.annotations) && {by} in object.metadata.annotations"
-              f" && object.metadata.annotations[{by}] == request.userInfo.username"
+    by_groups = json.dumps(ANN_SHARED_BY_GROUPS)
+    sharer = (f"{recorded_sharer('oldObject')} && {recorded_sharer('object')}"
               f" && {by_groups} in oldObject.metadata.annotations && {by_groups} in object.metadata.annotations"
               f" && object.metadata.annotations[{by_groups}] == oldObject.metadata.annotations[{by_groups}]")
     endpoints = ("(!has(oldObject.spec.endpoints) || (has(object.spec.endpoints)"

@@ -139,3 +139,29 @@ class Reflector:
             handled = self.on_event(kind, obj)
             return handled if inspect.isawaitable(handled) else None
         return None
+
+
+class Reflectors:
+    """Reflectors on one aiohttp session, each run as a task, stopped together."""
+
+    def __init__(self, api: ApiConfig, watch_timeout: int = WATCH_TIMEOUT):
+        self.api, self.watch_timeout = api, watch_timeout
+        self.session: aiohttp.ClientSession | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.reflectors: dict[str, Reflector] = {}
+
+    def run(self, name: str, path: str, label_selector: str = "", **kwargs) -> Reflector:
+        """Start a Reflector(api, path, label_selector, **kwargs) named `name`."""
+        if self.session is None:
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.api.ssl, limit=0))
+        reflector = self.reflectors[name] = Reflector(self.api, path, label_selector,
+                                                      watch_timeout=self.watch_timeout, **kwargs)
+        self.tasks.append(asyncio.create_task(reflector.run(self.session), name=f"watch-{name}"))
+        return reflector
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.session is not None:
+            await self.session.close()

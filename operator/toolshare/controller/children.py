@@ -17,23 +17,22 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-import aiohttp
-
 from toolshare import model
 from toolshare.client.config import ApiConfig
-from toolshare.client.watch import Reflector
+from toolshare.client.watch import Reflectors
 from toolshare.controller import metrics
 from toolshare.controller.work import RT, reconcile_run
 from toolshare.state import views
 from toolshare.state.cache import CACHE, list_pages, project
 
 log = logging.getLogger("toolshare.children")
+# The operator's watches (these and resources.py's) end after 50 s and resume from their version
+# (as kopf's did), so a connection left half-open is noticed within a minute; each resume is one
+# cheap request.
+WATCH_TIMEOUT = 50
 # Children whose status another controller writes and no decision reads: a Gateway controller
 # rewrites every HTTPRoute's status.parents on each change of its Gateway (Envoy Gateway does the
 # same to SecurityPolicies). Such a write is not a reason to reconcile the run.
-# The operator's watches end after 50 s and resume from their version (as kopf's did), so a
-# connection left half-open is noticed within a minute; each resume is one cheap request.
-WATCH_TIMEOUT = 50
 STATUS_OF_OTHERS = frozenset(plural for _, _, plural, _ in views.GATEWAY_KINDS)
 
 
@@ -90,13 +89,10 @@ class Children:
     def __init__(self, kube, versions: Mapping[str, str]):
         self.kube = kube
         self.versions = dict(versions)
-        self.tasks: list[asyncio.Task] = []
-        self.reflectors: dict[str, Reflector] = {}
-        self.session: aiohttp.ClientSession | None = None
+        self.watches: Reflectors | None = None
 
     def start(self) -> None:
-        api = ApiConfig.of(self.kube.api.configuration)
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=api.ssl, limit=0))
+        self.watches = Reflectors(ApiConfig.of(self.kube.api.configuration), WATCH_TIMEOUT)
         for api_version, kind, plural, _ in views.ACTIVE_CHILD_KINDS:
             source = CACHE.sources[plural]
 
@@ -106,15 +102,12 @@ class Children:
             async def relist(plural=plural, api_version=api_version, kind=kind) -> str:
                 return await self._relist(plural, api_version, kind)
 
-            reflector = Reflector(api, source.path, source.label_selector, on_event=on_event,
-                                  on_failure=metrics.WATCH_FAILURES.labels(kind).inc,
-                                  resource_version=self.versions.get(plural, ""), lister=relist,
-                                  watch_timeout=WATCH_TIMEOUT)
-            self.reflectors[plural] = reflector
-            self.tasks.append(asyncio.create_task(reflector.run(self.session), name=f"watch-{plural}"))
+            self.watches.run(plural, source.path, source.label_selector, on_event=on_event,
+                             on_failure=metrics.WATCH_FAILURES.labels(kind).inc,
+                             resource_version=self.versions.get(plural, ""), lister=relist)
         log.info("child watches start from the start-up listing: %s",
                  ", ".join(f"{plural}@{version}" for plural, version in sorted(self.versions.items())
-                           if plural in self.reflectors))
+                           if plural in self.watches.reflectors))
 
     async def _relist(self, plural: str, api_version: str, kind: str) -> str:
         """List one kind again (its watch could not resume): into the cache page by page, then a
@@ -136,8 +129,5 @@ class Children:
         return listed.get("resourceVersion", "")
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.session is not None:
-            await self.session.close()
+        if self.watches is not None:
+            await self.watches.stop()

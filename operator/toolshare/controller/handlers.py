@@ -25,10 +25,10 @@ import kopf
 from toolshare import model
 from toolshare.client.kube import Kube
 from toolshare.controller.children import Children
-from toolshare.controller.imageshares import on_imageshare, reconcile_repository
-from toolshare.controller.resources import Kind, Resources
 from toolshare.controller.events import Poster
+from toolshare.controller.imageshares import on_imageshare, reconcile_repository
 from toolshare.controller.reconcile import Reconciler
+from toolshare.controller.resources import Kind, Resources
 from toolshare.controller.work import RT, listed_runs, reconcile_run, reconcile_share, share_deleted
 from toolshare.policy import Policy
 from toolshare.settings import Settings

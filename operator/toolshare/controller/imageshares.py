@@ -1,8 +1,8 @@
 """ImageShare status: which share holds its image's claim, and whom it shares the image with.
 
-A thin layer over images.status (its watch: resources.py): an event recomputes the status of every share of the same
-repository, since a deletion can hand the claim to the next-oldest share. Only differences are
-written.
+A thin layer over images.status (its watch: resources.py): an event recomputes the status of
+every share of the same repository, since a deletion can hand the claim to the next-oldest share.
+Only differences are written.
 """
 
 from __future__ import annotations

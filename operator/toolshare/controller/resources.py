@@ -2,8 +2,8 @@
 reflectors (client/watch.py), as children.py has for the children. kopf serves only the webhooks.
 
 Through kopf each event went through its per-object machinery (a deep copy of the body for a
-diff-base even with `on.event` handlers only, cause detection, a worker task per object): a fifth
-of the operator's CPU per share change at 1,000 runs (BENCHMARKS.md), and a restart replayed every
+diff-base even with `on.event` handlers only, cause detection, a worker task per object): a quarter
+of the operator's busy CPU per share change at 10,000 runs (BENCHMARKS.md), and a restart replayed every
 listed object as an event once more. Here an event is one call of the kind's handler (handlers.py,
 imageshares.py), in the order the watch delivers them.
 
@@ -21,11 +21,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-import aiohttp
-
 from toolshare import model
 from toolshare.client.config import ApiConfig
-from toolshare.client.watch import Reflector
+from toolshare.client.watch import Reflectors
 from toolshare.controller.children import WATCH_TIMEOUT
 from toolshare.controller import metrics
 from toolshare.state.cache import CACHE, list_pages
@@ -52,13 +50,10 @@ class Resources:
         self.kube = kube
         self.versions = dict(versions)
         self.kinds = kinds
-        self.tasks: list[asyncio.Task] = []
-        self.reflectors: dict[str, Reflector] = {}
-        self.session: aiohttp.ClientSession | None = None
+        self.watches: Reflectors | None = None
 
     def start(self) -> None:
-        api = ApiConfig.of(self.kube.api.configuration)
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=api.ssl, limit=0))
+        self.watches = Reflectors(ApiConfig.of(self.kube.api.configuration), WATCH_TIMEOUT)
         for kind in self.kinds:
             async def on_event(event: str, body: dict, kind=kind) -> None:
                 body.setdefault("apiVersion", model.API_VERSION)
@@ -68,12 +63,9 @@ class Resources:
             async def relist(kind=kind) -> str:
                 return await self._relist(kind)
 
-            reflector = Reflector(api, CACHE.sources[kind.plural].path, on_event=on_event,
-                                  on_failure=metrics.WATCH_FAILURES.labels(kind.kind).inc,
-                                  resource_version=self.versions.get(kind.plural, ""), lister=relist,
-                                  watch_timeout=WATCH_TIMEOUT)
-            self.reflectors[kind.plural] = reflector
-            self.tasks.append(asyncio.create_task(reflector.run(self.session), name=f"watch-{kind.plural}"))
+            self.watches.run(kind.plural, CACHE.sources[kind.plural].path, on_event=on_event,
+                             on_failure=metrics.WATCH_FAILURES.labels(kind.kind).inc,
+                             resource_version=self.versions.get(kind.plural, ""), lister=relist)
         log.info("watches of %s start from the start-up listing: %s", ", ".join(k.plural for k in self.kinds),
                  ", ".join(f"{k.plural}@{self.versions.get(k.plural, '')}" for k in self.kinds))
 
@@ -98,11 +90,8 @@ class Resources:
         return version
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.session is not None:
-            await self.session.close()
+        if self.watches is not None:
+            await self.watches.stop()
 
 
 async def _handle(kind: Kind, event: str | None, body: dict) -> None:
