@@ -191,14 +191,17 @@ async def tokens_held(k: KClient) -> dict[str, str]:
     return out
 
 
-async def propagate(k: KClient, n: int, rate: float, duration: float, tag: str, revoke: bool = False) -> dict:
+async def propagate(k: KClient, n: int, rate: float, duration: float, tag: str,
+                    held: dict[str, str] | None = None) -> dict:
     """Change shares at `rate`/s for `duration` s; return latencies from write to Ingress annotation.
 
-    A change adds a new user to a share (the user it added before goes); with `revoke`, a change
-    takes the one user besides bob away (a narrowing by its sharer, at most one per share), and
-    the latency is until the run's Ingress no longer lists that user."""
+    A change adds a new user to a share (the user it added before goes); with `held` (a revoke:
+    tokens_held(), read before the phase is measured), a change takes the one user besides bob
+    away (a narrowing by its sharer, at most one per share), and the latency is until the run's
+    Ingress no longer lists that user."""
+    revoke = held is not None
+    held = held or {}
     listing = await k.request("GET", f"/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses", params={"limit": "1"})
-    held = await tokens_held(k) if revoke else {}
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     acked: dict[str, float] = {}
@@ -261,6 +264,97 @@ async def propagate(k: KClient, n: int, rate: float, duration: float, tag: str, 
             "p99_ms": round(pct(lat, 99) * 1000, 1), "max_ms": round(max(lat, default=float('nan')) * 1000, 1),
             "write_ack_p50_ms": round(pct(list(acked.values()), 50) * 1000, 1),
             "write_ack_p99_ms": round(pct(list(acked.values()), 99) * 1000, 1)}
+
+
+REPLAY_NS = "bench-replay"
+
+
+async def list_all(k: KClient, path: str, page: int = 500, selector: str = "") -> list[dict]:
+    out, token = [], ""
+    while True:
+        params = {"limit": str(page), **({"continue": token} if token else {}),
+                  **({"labelSelector": selector} if selector else {})}
+        body = await k.request("GET", path, params=params)
+        out += body.get("items") or []
+        token = (body.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return out
+
+
+async def replay_first_sync(k: KClient, env: dict, concurrency: int = 32) -> dict:
+    """The API server's own time to accept the first sync's writes, measured on the same cluster:
+    every child the operator's first sync applied, rendered again here exactly as the operator
+    renders it (the same renderer, settings and policy) and server-side applied into a fresh
+    namespace with the operator's field manager (ownerReferences dropped: no owner lives there),
+    `concurrency` requests in flight (the operator's 32 workers); then every run's and share's
+    status written once again (a merge patch as the operator's, with a new transition time).
+    No operator and no webhooks run meanwhile. Rendering is done before the clock starts."""
+    import datetime as dt
+
+    from toolshare import render
+    from toolshare.controller.reconcile import finish_child
+    from toolshare.policy import Policy
+    from toolshare.settings import Settings
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        settings, policy = Settings.from_env(), Policy.from_env()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    base = f"/apis/toolshare.dev/v1alpha1/namespaces/{NS}"
+    runs = await list_all(k, f"{base}/toolruns")
+    shares = await list_all(k, f"{base}/runshares")
+    by_run: dict[str, list] = {}
+    for share in shares:
+        by_run.setdefault(share["spec"]["runRef"]["name"], []).append(share)
+    runs_by_name = {r["metadata"]["name"]: r for r in runs}
+    now = dt.datetime.now(dt.timezone.utc)
+    children = []
+    for run in runs:
+        for child in render.render_children(run, by_run.get(run["metadata"]["name"], []), settings, now,
+                                            runs_by_name, policy):
+            child = finish_child(child, run)
+            meta = {k: v for k, v in child["metadata"].items() if k != "ownerReferences"}
+            children.append({**child, "metadata": {**meta, "namespace": REPLAY_NS}})
+    await k.request("POST", "/api/v1/namespaces", {"metadata": {"name": REPLAY_NS}})
+    deadline = time.monotonic() + 60  # Pods need the namespace's default service account
+    while True:
+        try:
+            await k.request("GET", f"/api/v1/namespaces/{REPLAY_NS}/serviceaccounts/default")
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    from toolshare.client.kube import object_path
+
+    sem = asyncio.Semaphore(concurrency)
+
+    async def send(method: str, path: str, body: dict, content_type: str, params=None) -> None:
+        async with sem:
+            await k.request(method, path, body, content_type=content_type, params=params)
+
+    t = time.monotonic()
+    await asyncio.gather(*(send("PATCH", object_path(c["apiVersion"], c["kind"], REPLAY_NS, c["metadata"]["name"]), c,
+                                "application/apply-patch+yaml", {"fieldManager": settings.field_manager, "force": "true"})
+                           for c in children))
+    children_seconds = time.monotonic() - t
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def restamped(obj: dict) -> dict:
+        status = obj.get("status") or {}
+        return {"status": {**status, "conditions": [{**c, "lastTransitionTime": stamp}
+                                                    for c in status.get("conditions") or []]}}
+
+    t = time.monotonic()
+    await asyncio.gather(*(send("PATCH", f"{base}/{plural}/{o['metadata']['name']}/status", restamped(o),
+                                "application/merge-patch+json")
+                           for plural, objs in (("toolruns", runs), ("runshares", shares)) for o in objs))
+    status_seconds = time.monotonic() - t
+    return {"children": len(children), "children_seconds": round(children_seconds, 1),
+            "statuses": len(runs) + len(shares), "status_seconds": round(status_seconds, 1)}
 
 
 LISTED = ("/apis/toolshare.dev/v1alpha1/toolruns", "/apis/toolshare.dev/v1alpha1/runshares",
@@ -366,18 +460,24 @@ async def bench(args) -> dict:
             await wait_webhooks(k)
             t = time.monotonic()
             say(f"creating {args.runs} runs and shares")
+            writes_before_create = await writes(k)
             await create_runs(k, args.runs)
             result["create_seconds"] = round(time.monotonic() - t, 1)
             say(f"created in {result['create_seconds']}s")
             result["initial_sync_seconds"] = round(await wait_ingresses(k, args.runs, args.timeout), 1)
             say(f"initial sync {result['initial_sync_seconds']}s")
+            # The creates and every write the first sync made (the operator's, by kind).
+            result["initial_sync_writes"] = diff(await settle(k), writes_before_create)
             # One phase per offered rate, lowest first: where p99 stays under a second, and where
             # the operator stops keeping up. The highest rate is the headline, beside the floor.
             async def phase(proc: Proc, rate: float, tag: str, revoke: bool = False) -> dict:
+                # A revoke's targets come from one LIST of every share, made before the phase is
+                # measured: at 10,000 runs it is load of the benchmark's own.
+                held = await tokens_held(k) if revoke else None
                 before = await settle(k)
                 cpu0, cp0, hooks0 = proc.cpu_seconds(), control_plane_cpu(state), await webhook_seconds(k)
                 spy = profiler(proc, args.profile, f"{'floor' if proc is not op else 'operator'}-{tag}")
-                prop = await propagate(k, args.runs, rate, args.duration, tag, revoke=revoke)
+                prop = await propagate(k, args.runs, rate, args.duration, tag, held=held)
                 stop_profiler(spy)
                 cp = diff(control_plane_cpu(state), cp0)
                 hooks = await webhook_seconds(k)
@@ -433,6 +533,14 @@ async def bench(args) -> dict:
             say(f"revoke phase (floor) at {max(args.rate):g}/s")
             result["floor_revoke"] = await phase(floor, max(args.rate), "revoke", revoke=True)
             floor.stop()
+            say("replaying the first sync's writes without the operator")
+            replay = result["replay_first_sync"] = await replay_first_sync(k, env)
+            own = replay["children_seconds"] + replay["status_seconds"]
+            result["first_sync_ratio_to_replay"] = {
+                "children": round(result["initial_sync_seconds"] / max(replay["children_seconds"], 1e-9), 2),
+                "children_and_status": round(result["initial_sync_seconds"] / max(own, 1e-9), 2),
+                "create_and_sync_to_children_and_status": round(
+                    (result["create_seconds"] + result["initial_sync_seconds"]) / max(own, 1e-9), 2)}
             result["p99_ratio_to_floor"] = round(result["operator"]["p99_ms"] / max(result["floor"]["p99_ms"], 1e-9), 2)
             result["revoke_p99_ratio_to_floor"] = round(
                 result["operator_revoke"]["p99_ms"] / max(result["floor_revoke"]["p99_ms"], 1e-9), 2)

@@ -1,4 +1,4 @@
-"""The operator process: kopf running the controller's start-up and the admission webhooks.
+"""The operator process: kopf running the start-up of the controller and the admission webhooks.
 
 The controller (controller/) and admission (admission/) never import each other; both read the
 cluster through state/, and this module is where they meet in one process (as controller-runtime's
@@ -8,6 +8,7 @@ manager hosts controllers and webhooks).
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import kopf
 
@@ -29,14 +30,35 @@ def decide_child_kinds() -> tuple:
         kube.api.close()
 
 
+def register() -> None:
+    """kopf's start-up and clean-up: the controller first, then the admission hooks, which decide
+    from the cache the controller's start-up filled (as kopf's own server started after start-up)."""
+    from toolshare.admission import webhooks
+    from toolshare.controller import handlers
+
+    servers = []
+
+    @kopf.on.startup()
+    async def start(settings: kopf.OperatorSettings, **_) -> None:
+        # One place for kopf's identity. No finalizers: children are owned and garbage-collected.
+        settings.posting.level = logging.WARNING  # kopf's own warnings and errors become Events
+        await handlers.start()
+        servers.append(await webhooks.start())
+
+    @kopf.on.cleanup()
+    async def stop(**_) -> None:
+        while servers:
+            await servers.pop().stop()
+        await handlers.stop()
+
+
 def run_operator(verbose: bool = False,
                  liveness_endpoint: str | None = None, log_format: str = "text") -> None:
     from toolshare.logs import configure
 
     configure(log_format, verbose)
     decide_child_kinds()  # before the handlers are imported
-    from toolshare.admission import webhooks  # noqa: F401  (registers the admission webhooks)
-    from toolshare.controller import handlers  # noqa: F401  (registers the start-up and clean-up)
+    register()
 
     asyncio.run(kopf.operator(
         clusterwide=True,  # the controller's reflectors watch the whole cluster; kopf itself watches nothing

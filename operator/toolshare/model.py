@@ -10,6 +10,7 @@ render/.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -171,15 +172,30 @@ def validate_run(run: Mapping, reserved: Iterable[str] = RESERVED_NAMES) -> list
 
 
 def _endpoints(run: Mapping, protocols: tuple[str, ...]) -> list[Endpoint]:
-    raw = [ep for ep in as_list(get(run, "spec", "endpoints")) if isinstance(ep, Mapping)]
-    names = [ep.get("name") for ep in raw]
-    ports = [ep.get("port") for ep in raw]
+    # (name, port, protocol, path) of each entry, with the types of name and port: 1, 1.0 and True
+    # are equal as keys but not as ports. One render asks this ten times of the same spec.
+    key = tuple((type(name), name, type(port), port, ep.get("protocol"), ep.get("path"))
+                for ep in as_list(get(run, "spec", "endpoints")) if isinstance(ep, Mapping)
+                for name, port in ((ep.get("name"), ep.get("port")),))
+    try:
+        return list(_decided_endpoints(key, protocols))
+    except TypeError:  # an unhashable value (a malformed spec): decide without the memo
+        return list(_decide_endpoints(key, protocols))
+
+
+@functools.lru_cache(maxsize=1024)
+def _decided_endpoints(key: tuple, protocols: tuple[str, ...]) -> tuple[Endpoint, ...]:
+    return _decide_endpoints(key, protocols)
+
+
+def _decide_endpoints(raw: tuple, protocols: tuple[str, ...]) -> tuple[Endpoint, ...]:
+    names = [name for _, name, _, _, _, _ in raw]
+    ports = [port for _, _, _, port, _, _ in raw]
     # Ports of anything that is not plainly HTTP; an HTTP endpoint on one of them would expose it.
-    closed = {SSH_PORT} | {p for ep in raw if ep.get("protocol") not in HTTP_PROTOCOLS
-                           and _is_port(p := ep.get("port"))}
+    closed = {SSH_PORT} | {port for _, _, _, port, protocol, _ in raw
+                           if protocol not in HTTP_PROTOCOLS and _is_port(port)}
     found = []
-    for ep in raw:
-        name, port, protocol, path = ep.get("name"), ep.get("port"), ep.get("protocol"), ep.get("path")
+    for _, name, _, port, protocol, path in raw:
         if protocol not in protocols or not is_endpoint_name(name) or not _is_port(port):
             continue
         if names.count(name) != 1 or ports.count(port) != 1:
@@ -192,7 +208,7 @@ def _endpoints(run: Mapping, protocols: tuple[str, ...]) -> list[Endpoint]:
         # Two HTTP endpoints on one host and path cannot both be served; expose neither.
         paths = [ep.path for ep in found]
         found = [ep for ep in found if paths.count(ep.path) == 1]
-    return found
+    return tuple(found)
 
 
 def http_endpoints(run: Mapping) -> list[Endpoint]:

@@ -25,3 +25,10 @@ def test_propagation_benchmark_completes_and_reports(tmp_path):
     assert result["restart_writes"] == {}
     assert isinstance(result["restart_seconds"], float)
     assert isinstance(result["p99_ratio_to_floor"], float)
+    # The first sync's writes replayed without the operator: every child of every run, and every
+    # run's and share's status, accepted by the API server.
+    replay = result["replay_first_sync"]
+    assert replay["children"] == 10 * 4 and replay["statuses"] == 20, replay
+    assert set(result["first_sync_ratio_to_replay"]) == {"children", "children_and_status",
+                                                         "create_and_sync_to_children_and_status"}
+    assert result["initial_sync_writes"].get("POST toolruns") == 10, result["initial_sync_writes"]

@@ -1,10 +1,9 @@
 """The Validating/MutatingWebhookConfigurations and the ValidatingAdmissionPolicy, as pure data:
 one source for the operator and the chart's test.
 
-kopf routes a request by the last path segment (the handler id) and would write these itself,
-but it cannot write `matchConditions`. Those are the point of owning the configurations: the API
-server evaluates them in-process (CEL) and skips the webhook round trip when the mutation would
-change nothing. A mutating call costs the API server about as much as a whole write
+The server (server.py) routes a request by the last path segment (the hook id). The
+`matchConditions` are the point of owning the configurations: the API server evaluates them
+in-process (CEL) and skips the webhook round trip when the mutation would change nothing. A mutating call costs the API server about as much as a whole write
 (BENCHMARKS.md), and most RunShare edits come from the sharer who made the share.
 
 Skipping is exact, never a relaxation: a mutating webhook is skipped only when the object
@@ -28,10 +27,10 @@ from toolshare.access import ANN_SHARED_BY, ANN_SHARED_BY_GROUPS
 from toolshare.policy import SYSTEM_MASTERS, Policy
 
 GROUP, VERSION = "toolshare.dev", "v1alpha1"
-SUFFIX = "toolshare.dev"  # kopf's convention: <handler id>.<configuration name>
+SUFFIX = "toolshare.dev"  # <hook id>.<configuration name>, as kopf named them
 OPERATIONS = ["CREATE", "UPDATE"]
 
-# (handler id in webhooks.py, plural, mutating?)
+# (hook id in webhooks.HOOKS, plural, mutating?)
 HOOKS = (
     ("toolrun-owner", "toolruns", True),
     ("imageshare-owner", "imageshares", True),

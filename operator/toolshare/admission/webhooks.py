@@ -1,6 +1,6 @@
-"""Admission webhooks served by the operator: kopf wiring, TLS certificates, the directory cache.
+"""Admission webhooks served by the operator: the hooks, their TLS certificates, the directory cache.
 
-The decisions are admission.py's pure functions; this module hands them the request's identity and
+The decisions are decisions.py's pure functions; this module hands them the request's identity and
 what the operator's indexes hold (no API call per request, except the directory ConfigMap, read at
 most every DIRECTORY_TTL seconds). The operator applies the configurations (webhookconfig.py, with
 matchConditions that skip a mutation which would change nothing) once its server listens, and
@@ -24,6 +24,7 @@ Configuration (environment, or `toolshare operator` flags):
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import logging
 import os
@@ -31,21 +32,19 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import kopf
 import urllib3
 
-from toolshare import access, model, podtemplate
+from toolshare import access, podtemplate
 from toolshare.admission import decisions as admission, webhookconfig
 from toolshare.admission.certs import ensure_certs, provided_certs
 from toolshare.admission.decisions import Requester
 from toolshare.admission.directory import Directory, DirectoryError, parse
+from toolshare.admission.server import Refused, Review, Server, pointer
 from toolshare.client.kube import ApiError, Kube
 from toolshare.policy import Policy
 from toolshare.state import views
 
 log = logging.getLogger("toolshare.webhooks")
-GROUP, VERSION = model.GROUP, model.VERSION
-OPERATIONS = ["CREATE", "UPDATE"]
 DIRECTORY_TTL = 2.0
 
 
@@ -98,25 +97,15 @@ def parse_service(text: str) -> tuple[str, str, int]:
     return ns, name, int(port or 443)
 
 
-class ManagedWebhookServer(kopf.WebhookServer):
-    """kopf's server; once it listens, the configurations (webhookconfig.py) are applied pointing
-    at it, as a Service reference when in-cluster. Applied by us rather than kopf's `managed`
-    mode because kopf cannot write matchConditions; like kopf's, they stay when the operator
-    stops (failurePolicy Fail)."""
-
-    def __init__(self, *, managed: str | None, service: tuple[str, str, int] | None, **kwargs):
-        super().__init__(**kwargs)
-        self.managed, self.service = managed, service
-
-    async def __call__(self, fn):
-        async for config in super().__call__(fn):
-            if self.service:
-                ns, name, port = self.service
-                config.pop("url", None)
-                config = {**config, "service": {"namespace": ns, "name": name, "port": port}}
-            if self.managed:
-                await asyncio.to_thread(apply_configurations, self.managed, dict(config))
-            yield config
+def client_config(config: WebhookConfig, ca_pem: bytes) -> dict:
+    """How the API server reaches the server: a URL, or the Service in front of the operator."""
+    out: dict = {"caBundle": base64.b64encode(ca_pem).decode("ascii")}
+    if config.service:
+        ns, name, port = config.service
+        out["service"] = {"namespace": ns, "name": name, "port": port}
+    else:
+        out["url"] = f"https://{config.advertised_host}:{config.port}"
+    return out
 
 
 def apply_configurations(name: str, client_config: dict) -> None:
@@ -143,8 +132,10 @@ class State:
 ST = State()
 
 
-@kopf.on.startup()
-def configure_webhooks(settings: kopf.OperatorSettings, **_) -> None:
+async def start() -> Server:
+    """Serve the hooks (the controller has filled the cache they read: manager.py) and point the
+    configurations at them, as kopf did; like kopf's, they stay when the operator stops
+    (failurePolicy Fail)."""
     config = WebhookConfig.from_env()
     ST.policy = Policy.from_env()
     ST.kube = Kube.from_environment()
@@ -152,13 +143,16 @@ def configure_webhooks(settings: kopf.OperatorSettings, **_) -> None:
         ca, cert, key = provided_certs(config.cert_dir)
     else:
         ca, cert, key = ensure_certs(config.cert_dir, config.advertised_host)
-    server_args = dict(addr=config.listen_addr, port=config.port, host=config.advertised_host,
-                       certfile=str(cert), pkeyfile=str(key), cafile=str(ca) if ca else None)
-    settings.admission.server = ManagedWebhookServer(
-        managed=None if config.managed == "none" else config.managed, service=config.service, **server_args)
-    settings.admission.managed = None  # ManagedWebhookServer writes them, with matchConditions
+
+    async def configure(ca_pem: bytes) -> None:
+        if config.managed != "none":
+            await asyncio.to_thread(apply_configurations, config.managed, client_config(config, ca_pem))
+
+    server = Server(HOOKS, config.listen_addr, config.port, cert, key, ca, on_ca=configure)
+    await server.start()
     log.info("admission webhooks on https://%s:%d (config %s), policy %s",
              config.advertised_host, config.port, config.managed, ST.policy)
+    return server
 
 
 def _read_directory() -> tuple[Directory | None, str | None]:
@@ -191,46 +185,50 @@ async def directory() -> Directory | None:
             found, error = await asyncio.to_thread(_read_directory)
             ST.directory = (time.monotonic(), found, error)
     if error:
-        raise kopf.AdmissionError(error, code=503)
+        raise Refused(error, code=503)
     return found
 
 
 def _refuse(problem: str | None) -> None:
     if problem is not None:
-        raise kopf.AdmissionError(problem, code=403)
+        raise Refused(problem, code=403)
 
 
 # --- ToolRun and ImageShare: the owner ---------------------------------------------------
 
-def _set_owner(kind: str, operation, body, old, userinfo, patch) -> None:
-    req = Requester.from_userinfo(userinfo)
-    owner = admission.owner_to_set(operation, body, old, req)
+def _set_owner(kind: str, review: Review) -> list[dict]:
+    req = Requester.from_userinfo(review.userinfo)
+    owner = admission.owner_to_set(review.operation, review.body, review.old_object, req)
     if owner is None:
-        return
+        return []
     if owner == req.username:
         _refuse(admission.requester_problem(req, kind))
-    patch.spec["owner"] = owner
+    spec = review.body.get("spec")
+    if not isinstance(spec, Mapping):
+        return [{"op": "add", "path": "/spec", "value": {"owner": owner}}]
+    return [{"op": "add", "path": pointer("spec", "owner"), "value": owner}]
 
 
-@kopf.on.mutate(GROUP, VERSION, "toolruns", id="toolrun-owner", operations=OPERATIONS, persistent=True)
-async def mutate_toolrun(operation, body, old, userinfo, patch, **_):
-    _set_owner("ToolRun", operation, body, old, userinfo, patch)
+async def mutate_toolrun(review: Review) -> list[dict]:
+    return _set_owner("ToolRun", review)
 
 
-@kopf.on.mutate(GROUP, VERSION, "imageshares", id="imageshare-owner", operations=OPERATIONS, persistent=True)
-async def mutate_imageshare(operation, body, old, userinfo, patch, **_):
-    _set_owner("ImageShare", operation, body, old, userinfo, patch)
+async def mutate_imageshare(review: Review) -> list[dict]:
+    return _set_owner("ImageShare", review)
 
 
-@kopf.on.validate(GROUP, VERSION, "toolruns", id="toolrun-admission", operations=OPERATIONS, persistent=True)
-async def validate_toolrun(operation, body, old, namespace, userinfo, **_):
-    req = Requester.from_userinfo(userinfo)
-    _refuse(admission.toolrun_problem(operation, body, old, req, ST.policy, views.imageshares(), await directory()))
+async def validate_toolrun(review: Review) -> list[dict]:
+    req = Requester.from_userinfo(review.userinfo)
+    body, old = review.body, review.old_object
+    _refuse(admission.toolrun_problem(review.operation, body, old, req, ST.policy, views.imageshares(),
+                                      await directory()))
     # Every Secret, ConfigMap, claim and service account the Pod would use: the writer's own
     # access, asked of the API server's authorizer (a run must not read what its writer cannot).
     # Only what this write adds: the operator's own patches (finalizers) name nothing new.
     for ref in podtemplate.added_references(body, old):
-        _refuse(admission.reference_problem(ref, await may_use(userinfo, namespace, ref), req, namespace))
+        _refuse(admission.reference_problem(ref, await may_use(review.userinfo, review.namespace, ref), req,
+                                            review.namespace))
+    return []
 
 
 async def may_use(userinfo: Mapping | None, namespace: str, ref: podtemplate.Reference) -> bool:
@@ -247,40 +245,53 @@ async def may_use(userinfo: Mapping | None, namespace: str, ref: podtemplate.Ref
         answer = await ST.kube.arequest("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review,
                                         kind="SubjectAccessReview")
     except ApiError as e:
-        raise kopf.AdmissionError(f"{ref.field}: cannot check access to {ref.kind} {ref.name!r} "
-                                  f"({e.status_message[:200]}); refused until it can be checked", code=503)
+        raise Refused(f"{ref.field}: cannot check access to {ref.kind} {ref.name!r} "
+                      f"({e.status_message[:200]}); refused until it can be checked", code=503)
     return bool((answer.get("status") or {}).get("allowed"))
 
 
-@kopf.on.validate(GROUP, VERSION, "imageshares", id="imageshare-admission", operations=OPERATIONS, persistent=True)
-async def validate_imageshare(operation, body, old, userinfo, **_):
-    _refuse(admission.imageshare_problem(operation, body, old, Requester.from_userinfo(userinfo), ST.policy,
+async def validate_imageshare(review: Review) -> list[dict]:
+    _refuse(admission.imageshare_problem(review.operation, review.body, review.old_object,
+                                         Requester.from_userinfo(review.userinfo), ST.policy,
                                          views.imageshares(), await directory()))
+    return []
 
 
 # --- RunShare: the sharer ----------------------------------------------------------------
 
-@kopf.on.mutate(GROUP, VERSION, "runshares", id="runshare-sharer", operations=OPERATIONS, persistent=True)
-async def mutate_runshare(userinfo, patch, **_):
-    req = Requester.from_userinfo(userinfo)
+async def mutate_runshare(review: Review) -> list[dict]:
+    req = Requester.from_userinfo(review.userinfo)
     _refuse(admission.requester_problem(req, "RunShare"))
-    for key, value in access.sharer_annotations(req.username, req.groups, ST.policy).items():
-        patch.metadata.annotations[key] = value
+    annotations = access.sharer_annotations(req.username, req.groups, ST.policy)
+    metadata = review.body.get("metadata") or {}
+    if not isinstance(metadata.get("annotations"), Mapping):
+        return [{"op": "add", "path": "/metadata/annotations", "value": dict(annotations)}]
+    return [{"op": "add", "path": pointer("metadata", "annotations", key), "value": value}
+            for key, value in annotations.items()]
 
 
-@kopf.on.validate(GROUP, VERSION, "runshares", id="runshare-admission", operations=[*OPERATIONS, "DELETE"],
-                  persistent=True)
-async def validate_runshare(operation, body, old, namespace, userinfo, **_):
-    req = Requester.from_userinfo(userinfo)
+async def validate_runshare(review: Review) -> list[dict]:
+    req = Requester.from_userinfo(review.userinfo)
+    namespace, operation, old = review.namespace, review.operation, review.old_object
     if operation in ("UPDATE", "DELETE") and old is not None:
         # The API server skips a DELETE by the sharer or an administrator, and an UPDATE by the
         # sharer that only narrows (webhookconfig.py), so they can unshare with the operator down;
         # anyone else is asked about here.
         _refuse(admission.share_change_problem(operation, old, req, ST.policy, views.share_runs(namespace, old)))
         if operation == "DELETE":
-            return
+            return []
     # Also checked here: the sharer webhook is skipped when the annotations already name this
     # requester (webhookconfig.py), which a requester with a malformed name could arrange.
     _refuse(admission.requester_problem(req, "RunShare"))
+    body = review.body
     _refuse(admission.runshare_problem(body, req, ST.policy, views.share_runs(namespace, body), views.imageshares(),
                                        await directory(), lambda run: views.shares_for(namespace, run)))
+    return []
+
+
+# The hook each configured webhook's path names, and the resource it reviews (webhookconfig.HOOKS:
+# the same ids and plurals, tests/unit/test_webhooks.py).
+HOOKS = {"toolrun-owner": ("toolruns", mutate_toolrun), "imageshare-owner": ("imageshares", mutate_imageshare),
+         "runshare-sharer": ("runshares", mutate_runshare), "toolrun-admission": ("toolruns", validate_toolrun),
+         "imageshare-admission": ("imageshares", validate_imageshare),
+         "runshare-admission": ("runshares", validate_runshare)}

@@ -1,7 +1,7 @@
-"""kopf wiring and the event handlers: watch events of ToolRuns and RunShares in, cache updates
-and queued reconciles out (work.py).
+"""The controller's start and stop, and the event handlers: watch events of ToolRuns and RunShares
+in, cache updates and queued reconciles out (work.py).
 
-kopf runs the operator's start-up and clean-up and serves the admission webhooks; it watches
+kopf runs the operator's start-up and clean-up (manager.py calls start and stop); it watches
 nothing. The operator's own kinds are watched by plain reflectors (resources.py), its children by
 others (children.py), each from the resourceVersion of the start-up LIST that filled the cache
 (state/), so a restart sees the whole cluster before it decides anything and nothing is listed
@@ -20,8 +20,6 @@ import os
 import socket
 from collections.abc import Mapping
 
-import kopf
-
 from toolshare import model
 from toolshare.client.kube import Kube
 from toolshare.controller.children import Children
@@ -39,10 +37,9 @@ log = logging.getLogger("toolshare.handlers")
 WATCHES: list[Children | Resources] = []  # the running reflectors, stopped at cleanup
 
 
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_) -> None:
-    # One place for kopf's identity. No finalizers: children are owned and garbage-collected.
-    settings.posting.level = logging.WARNING  # kopf's own warnings and errors become Events
+async def start() -> None:
+    """Fill the cache, start the watches from it, and queue every run, share and image repository
+    once: what the admission hooks read is in place when this returns (manager.py)."""
     config = Settings.from_env()
     RT.reconciler = Reconciler(Kube.from_environment(config.field_manager), config, Policy.from_env())
     RT.events = Poster(RT.reconciler.kube, instance=os.environ.get("HOSTNAME") or socket.gethostname())
@@ -62,8 +59,7 @@ async def configure(settings: kopf.OperatorSettings, **_) -> None:
         await reconcile_repository(repository)
 
 
-@kopf.on.cleanup()
-async def stop_watches(**_) -> None:
+async def stop() -> None:
     for watches in WATCHES:
         await watches.stop()
     WATCHES.clear()

@@ -7,7 +7,6 @@ the actual children, and write only the difference. An unchanged run costs zero 
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import hashlib
 import json
@@ -46,14 +45,13 @@ def owner_reference(run: Mapping) -> dict:
             "uid": run["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
 
 
-def finish_child(child: dict, run: Mapping) -> dict:
-    """Stamp ownership and the render hash (of the object before stamping) on a desired child."""
-    child = copy.deepcopy(child)
+def finish_child(child: Mapping, run: Mapping) -> dict:
+    """Stamp ownership and the render hash (of the object before stamping) on a desired child: a
+    new object and metadata; the rest is shared with `child` (nothing here changes it)."""
     digest = render_hash(child)
     meta = child["metadata"]
-    meta["ownerReferences"] = [owner_reference(run)]
-    meta.setdefault("annotations", {})[ANN_HASH] = digest
-    return child
+    return {**child, "metadata": {**meta, "ownerReferences": [owner_reference(run)],
+                                  "annotations": {**(meta.get("annotations") or {}), ANN_HASH: digest}}}
 
 
 def child_key(obj: Mapping) -> tuple[str, str]:

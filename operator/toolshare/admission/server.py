@@ -1,0 +1,206 @@
+"""The admission webhooks' HTTPS transport on plain aiohttp: an AdmissionReview in, the verdict (and
+a JSON patch) out. The decisions are webhooks.py's, through the pure modules.
+
+kopf served these until issue 17. Its admission machinery made, per call, a memo, a diff of the old
+and new objects, a Patch object and a logger per object, and ran the handler through its
+execution engine: about 1 ms of the operator's CPU per call, a fifth of its busy time per share
+change at 10,000 runs (BENCHMARKS.md). Here a call is one JSON parse, one function and one answer.
+
+The server keeps kopf's contract with the configurations (webhookconfig.py): one path per hook
+id, HTTPS with the serving certificate from the cert dir, and the certificate files re-read when
+they change (a renewal by cert-manager or Helm) without dropping the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+log = logging.getLogger("toolshare.admission")
+# An AdmissionReview carries the object and the old one; a stored object is at most 1.5 MiB.
+MAX_REVIEW_BYTES = 8 << 20
+CERT_CHECK_SECONDS = 60.0
+
+
+class Refused(Exception):
+    """The request is refused: `message` goes to whoever wrote it, `code` is the HTTP status the API
+    server reports (403 refused; 503 cannot be decided now)."""
+
+    def __init__(self, message: str, code: int = 403):
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+@dataclass(frozen=True)
+class Review:
+    """What a decision reads of an AdmissionReview request."""
+
+    operation: str
+    object: Mapping | None
+    old_object: Mapping | None
+    userinfo: Mapping
+    namespace: str
+    resource: str = ""  # the plural, as the API server names it (request.resource.resource)
+    dry_run: bool = False
+
+    @property
+    def body(self) -> Mapping:
+        """The object the request is about: the new one, or the old one for a DELETE."""
+        return self.object if self.object is not None else (self.old_object or {})
+
+    @classmethod
+    def of(cls, request: Mapping) -> Review:
+        if not isinstance(request.get("userInfo"), Mapping):
+            raise ValueError("request.userInfo is missing")
+        obj, old = request.get("object"), request.get("oldObject")
+        if obj is None and old is None:
+            raise ValueError("request.object and request.oldObject are both missing")
+        resource = request.get("resource") if isinstance(request.get("resource"), Mapping) else {}
+        return cls(operation=str(request.get("operation") or ""), object=obj, old_object=old,
+                   userinfo=request["userInfo"], namespace=str(request.get("namespace") or ""),
+                   resource=str(resource.get("resource") or ""), dry_run=bool(request.get("dryRun")))
+
+
+# A hook decides one Review of its resource (a plural): it returns JSON patch operations (mutating
+# hooks; [] for none) or raises Refused.
+Hook = Callable[[Review], Awaitable[list[dict]]]
+Hooks = Mapping[str, tuple[str, Hook]]  # hook id -> (plural, hook)
+
+
+def pointer(*segments: str) -> str:
+    """A JSON pointer (RFC 6901) to the given path segments: '~' and '/' escaped."""
+    return "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in segments)
+
+
+def answer(review: Mapping, allowed: bool, patch: list[dict] | None = None, message: str = "",
+           code: int = 0) -> dict:
+    """The AdmissionReview response to `review` (the version it came in)."""
+    response: dict = {"uid": (review.get("request") or {}).get("uid", ""), "allowed": allowed}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode("ascii")
+    if not allowed:
+        response["status"] = {"code": code or 403, "message": message}
+    return {"apiVersion": review.get("apiVersion") or "admission.k8s.io/v1",
+            "kind": review.get("kind") or "AdmissionReview", "response": response}
+
+
+async def decide(hooks: Hooks, hook_id: str, review: Mapping) -> dict:
+    """The answer to one AdmissionReview for `hook_id`. A review of another resource than the
+    hook's is malformed (ValueError: a misrouted configuration must not be judged by the wrong
+    rules); a hook that fails refuses (500): a webhook with failurePolicy Fail must not admit what
+    it could not decide."""
+    request = review.get("request")
+    if not isinstance(request, Mapping):
+        raise ValueError("the AdmissionReview has no request")
+    parsed = Review.of(request)
+    plural, hook = hooks[hook_id]
+    if parsed.resource != plural:
+        raise ValueError(f"hook {hook_id} reviews {plural}, not {parsed.resource or 'an unnamed resource'}")
+    try:
+        patch = await hook(parsed)
+    except Refused as e:
+        return answer(review, False, message=e.message, code=e.code)
+    except Exception as e:  # noqa: BLE001 - fail closed, say why in the log
+        log.exception("admission hook %s failed", hook_id)
+        return answer(review, False, message=f"admission check {hook_id} failed: {type(e).__name__}", code=500)
+    return answer(review, True, patch=patch)
+
+
+def application(hooks: Hooks) -> web.Application:
+    """POST /<hook id>: an AdmissionReview for that hook."""
+
+    async def serve(request: web.Request) -> web.Response:
+        hook_id = request.match_info["hook"]
+        if hook_id not in hooks:
+            raise web.HTTPNotFound(reason=f"no admission hook {hook_id!r}")
+        try:
+            review = json.loads(await request.read())
+            if not isinstance(review, Mapping):
+                raise ValueError("not an object")
+            return web.json_response(await decide(hooks, hook_id, review))
+        except ValueError as e:  # malformed JSON or review: the API server applies failurePolicy (Fail)
+            raise web.HTTPBadRequest(reason=f"malformed AdmissionReview: {str(e)[:200]}") from e
+
+    app = web.Application(client_max_size=MAX_REVIEW_BYTES)
+    app.router.add_post("/{hook}", serve)
+    return app
+
+
+def _digest(paths: list[Path]) -> str:
+    hasher = hashlib.sha256()
+    for path in paths:
+        hasher.update(path.read_bytes())
+    return hasher.hexdigest()
+
+
+@dataclass
+class Server:
+    """Serves `hooks` over HTTPS on addr:port with the certificate files given; `on_ca(ca_pem)`
+    is called once listening and again whenever the CA changes (the configurations carry it)."""
+
+    hooks: Hooks
+    addr: str
+    port: int
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+    on_ca: Callable[[bytes], Awaitable[None]] | None = None
+    check_seconds: float = CERT_CHECK_SECONDS
+    _runner: web.AppRunner | None = field(default=None, repr=False)
+    _watch: asyncio.Task | None = field(default=None, repr=False)
+
+    def ca_pem(self) -> bytes:
+        """The CA the API server is to trust: the given CA, else the serving certificate itself."""
+        return (self.cafile or self.certfile).read_bytes()
+
+    def _files(self) -> list[Path]:
+        return [p for p in (self.certfile, self.keyfile, self.cafile) if p is not None]
+
+    async def start(self) -> None:
+        context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.certfile, self.keyfile)
+        self._runner = web.AppRunner(application(self.hooks), handle_signals=False, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.addr or None, self.port, ssl_context=context,
+                          reuse_address=True).start()
+        log.info("admission webhooks listening on https://%s:%d", self.addr or "*", self.port)
+        if self.on_ca is not None:
+            await self.on_ca(self.ca_pem())
+        self._watch = asyncio.create_task(self._follow(context), name="admission-certs")
+
+    async def _follow(self, context: ssl.SSLContext) -> None:
+        """Re-read the certificate files when they change: new connections get the new chain
+        (an SSLContext takes a new chain in place), and a new CA goes to the configurations."""
+        digest, ca = _digest(self._files()), self.ca_pem()
+        while True:
+            await asyncio.sleep(self.check_seconds)
+            try:
+                now = _digest(self._files())
+                if now != digest:
+                    context.load_cert_chain(self.certfile, self.keyfile)
+                    digest = now
+                    log.info("admission webhooks: serving certificate files changed; reloaded")
+                if self.on_ca is not None and self.ca_pem() != ca:
+                    await self.on_ca(self.ca_pem())
+                    ca = self.ca_pem()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - half-written files, API server away: try again
+                log.warning("admission webhooks: certificate change not taken yet: %s", e)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()

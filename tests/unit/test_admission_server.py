@@ -1,0 +1,194 @@
+"""The admission transport (admission/server.py): AdmissionReview in, answer out, fail closed.
+
+The hooks' decisions are tested on the cluster (tests/integration/test_admission.py and others);
+here, what the transport adds: the answer's shape, JSON patches, refusals with their codes, a
+hook that fails, malformed or misrouted reviews, and the served TLS endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+
+import aiohttp
+import jsonpatch
+import pytest
+
+from toolshare.admission import server, webhooks
+from toolshare.admission.certs import ensure_certs
+from toolshare.admission.server import Refused, Review
+from toolshare.local.controlplane.cluster import free_port
+
+ALICE = {"username": "alice", "groups": ["system:authenticated"]}
+
+
+def review(resource="runshares", operation="CREATE", obj=None, old=None, userinfo=ALICE, version="v1") -> dict:
+    return {"apiVersion": f"admission.k8s.io/{version}", "kind": "AdmissionReview",
+            "request": {"uid": "u-1", "operation": operation, "namespace": "team", "userInfo": userinfo,
+                        "resource": {"group": "toolshare.dev", "version": "v1alpha1", "resource": resource},
+                        "object": obj, "oldObject": old}}
+
+
+def decide(hooks, hook_id, body) -> dict:
+    return asyncio.run(server.decide(hooks, hook_id, body))
+
+
+def patched(obj: dict, answer: dict) -> dict:
+    ops = json.loads(base64.b64decode(answer["response"]["patch"]))
+    assert answer["response"]["patchType"] == "JSONPatch"
+    return jsonpatch.apply_patch(obj, ops)
+
+
+SHARE = {"metadata": {"name": "s", "namespace": "team"}, "spec": {"runRef": {"name": "r"}, "users": ["bob"]}}
+
+
+def test_the_sharer_is_stamped_whether_or_not_annotations_exist():
+    hooks = {"runshare-sharer": webhooks.HOOKS["runshare-sharer"]}
+    for obj in (SHARE, {**SHARE, "metadata": {**SHARE["metadata"], "annotations": {"keep/me": "x"}}}):
+        answer = decide(hooks, "runshare-sharer", review(obj=obj))
+        assert answer["response"] == {**answer["response"], "uid": "u-1", "allowed": True}
+        assert answer["apiVersion"] == "admission.k8s.io/v1" and answer["kind"] == "AdmissionReview"
+        annotations = patched(obj, answer)["metadata"]["annotations"]
+        assert annotations["toolshare.dev/shared-by"] == "alice"
+        assert annotations.get("keep/me") == obj["metadata"].get("annotations", {}).get("keep/me")
+
+
+def test_the_owner_is_stamped_on_a_run_without_one():
+    hooks = {"toolrun-owner": webhooks.HOOKS["toolrun-owner"]}
+    run = {"metadata": {"name": "r", "namespace": "team"}, "spec": {"image": "x"}}
+    answer = decide(hooks, "toolrun-owner", review("toolruns", obj=run))
+    assert patched(run, answer)["spec"] == {"image": "x", "owner": "alice"}
+    owned = {**run, "spec": {"image": "x", "owner": "alice"}}
+    assert "patch" not in decide(hooks, "toolrun-owner", review("toolruns", obj=owned))["response"]
+
+
+def test_a_malformed_requester_is_refused_by_the_mutating_hook():
+    hooks = {"runshare-sharer": webhooks.HOOKS["runshare-sharer"]}
+    answer = decide(hooks, "runshare-sharer", review(obj=SHARE, userinfo={"username": "bad,name"}))
+    assert answer["response"]["allowed"] is False and answer["response"]["status"]["code"] == 403
+    assert "patch" not in answer["response"]
+
+
+def test_a_refusal_carries_its_message_and_code_and_the_request_version():
+    async def refuse(r: Review):
+        raise Refused("spec.users: nope", code=503)
+
+    answer = decide({"h": ("runshares", refuse)}, "h", review(obj=SHARE, version="v1beta1"))
+    assert answer["apiVersion"] == "admission.k8s.io/v1beta1"
+    assert answer["response"] == {"uid": "u-1", "allowed": False, "status": {"code": 503, "message": "spec.users: nope"}}
+
+
+def test_a_hook_that_fails_refuses():
+    async def broken(r: Review):
+        raise KeyError("spec")
+
+    answer = decide({"h": ("runshares", broken)}, "h", review(obj=SHARE))
+    assert answer["response"]["allowed"] is False and answer["response"]["status"]["code"] == 500
+
+
+def test_the_old_object_is_the_body_of_a_delete():
+    seen = []
+
+    async def hook(r: Review):
+        seen.append((r.operation, r.body, r.namespace, r.resource))
+        return []
+
+    decide({"h": ("runshares", hook)}, "h", review(operation="DELETE", obj=None, old=SHARE))
+    assert seen == [("DELETE", SHARE, "team", "runshares")]
+
+
+@pytest.mark.parametrize("body, why", [
+    ({"apiVersion": "admission.k8s.io/v1"}, "no request"),
+    (review(userinfo=None, obj=SHARE), "userInfo"),
+    (review(obj=None, old=None), "both missing"),
+    (review("toolruns", obj=SHARE), "reviews runshares, not toolruns"),
+])
+def test_malformed_or_misrouted_reviews_are_not_judged(body, why):
+    async def allow(r: Review):
+        return []
+
+    with pytest.raises(ValueError, match=why):
+        decide({"h": ("runshares", allow)}, "h", body)
+
+
+def test_every_hook_reviews_what_its_configuration_sends():
+    from toolshare.admission import webhookconfig
+
+    assert {(i, p) for i, p, _ in webhookconfig.HOOKS} == {(i, p) for i, (p, _) in webhooks.HOOKS.items()}
+
+
+def test_the_server_answers_over_tls_refuses_garbage_and_unknown_hooks(tmp_path):
+    ca, cert, key = ensure_certs(tmp_path, "127.0.0.1")
+    seen_ca = []
+
+    async def allow(r: Review):
+        return [{"op": "add", "path": server.pointer("metadata", "annotations", "a/b~c"), "value": "1"}]
+
+    async def on_ca(pem: bytes):
+        seen_ca.append(pem)
+
+    async def scenario():
+        port = free_port()
+        srv = server.Server({"h": ("runshares", allow)}, "127.0.0.1", port, cert, key, ca, on_ca=on_ca)
+        await srv.start()
+        try:
+            context = ssl.create_default_context(cafile=str(ca))
+            async with aiohttp.ClientSession() as session:
+                url = f"https://127.0.0.1:{port}"
+                async with session.post(f"{url}/h", json=review(obj={"metadata": {"annotations": {}}}), ssl=context) as r:
+                    answer = await r.json()
+                async with session.post(f"{url}/h", data=b"{not json", ssl=context) as r:
+                    garbage = r.status
+                async with session.post(f"{url}/nope", json=review(obj=SHARE), ssl=context) as r:
+                    unknown = r.status
+            return answer, garbage, unknown
+        finally:
+            await srv.stop()
+
+    answer, garbage, unknown = asyncio.run(scenario())
+    assert answer["response"]["allowed"] is True
+    assert patched({"metadata": {"annotations": {}}}, answer)["metadata"]["annotations"] == {"a/b~c": "1"}
+    assert (garbage, unknown) == (400, 404)
+    assert seen_ca == [ca.read_bytes()]
+
+
+def test_a_renewed_certificate_is_served_and_a_new_ca_reconfigures(tmp_path):
+    ca, cert, key = ensure_certs(tmp_path / "one", "127.0.0.1")
+    other_ca, other_cert, other_key = ensure_certs(tmp_path / "two", "127.0.0.1")
+    seen_ca = []
+
+    async def allow(r: Review):
+        return []
+
+    async def on_ca(pem: bytes):
+        seen_ca.append(pem)
+
+    async def served_by(port: int, cafile) -> bool:
+        context = ssl.create_default_context(cafile=str(cafile))
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"https://127.0.0.1:{port}/h", json=review(obj=SHARE), ssl=context) as r:
+                    return r.status == 200
+        except aiohttp.ClientConnectorCertificateError:
+            return False
+
+    async def scenario():
+        port = free_port()
+        srv = server.Server({"h": ("runshares", allow)}, "127.0.0.1", port, cert, key, ca, on_ca=on_ca,
+                            check_seconds=0.05)
+        await srv.start()
+        try:
+            before = await served_by(port, ca)
+            for src, dst in ((other_ca, ca), (other_cert, cert), (other_key, key)):
+                dst.write_bytes(src.read_bytes())
+            while len(seen_ca) < 2:  # the follower noticed: the configurations get the new CA
+                await asyncio.sleep(0.05)
+            return before, await served_by(port, other_ca)
+        finally:
+            await srv.stop()
+
+    before, after = asyncio.run(scenario())
+    assert before and after
+    assert seen_ca[-1] == other_ca.read_bytes()
