@@ -17,7 +17,7 @@ def test_propagation_benchmark_completes_and_reports(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    for side in ("operator", "floor"):
+    for side in ("operator", "floor", "contract_floor"):
         r = result[side]
         assert r["changes"] == 20 and r["propagated"] == 20, r
         for key in ("p50_ms", "p95_ms", "p99_ms", "sustained_per_s", "writes_per_change", "rss_mb", "cpu_seconds"):
@@ -32,3 +32,6 @@ def test_propagation_benchmark_completes_and_reports(tmp_path):
     assert set(result["first_sync_ratio_to_replay"]) == {"children", "children_and_status",
                                                          "create_and_sync_to_children_and_status"}
     assert result["initial_sync_writes"].get("POST toolruns") == 10, result["initial_sync_writes"]
+    # The contract floor made exactly the contract's writes: an Ingress apply and a run status per change.
+    assert result["contract_floor"]["writes"] == {"APPLY ingresses": 20, "PATCH toolruns/status": 20}, result["contract_floor"]
+    assert set(result["apiserver_cpu_ratio_to_contract_floor"]) == {"add", "revoke"}
