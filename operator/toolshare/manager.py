@@ -30,26 +30,37 @@ def decide_child_kinds() -> tuple:
         kube.api.close()
 
 
-def register() -> None:
-    """kopf's start-up and clean-up: the controller first, then the admission hooks, which decide
-    from the cache the controller's start-up filled (as kopf's own server started after start-up)."""
+async def start(servers: list) -> None:
+    """The controller first, then the admission hooks: they decide from the cache the controller's
+    start-up fills (as kopf's own server started only after start-up)."""
     from toolshare.admission import webhooks
     from toolshare.controller import handlers
 
-    servers = []
+    await handlers.start()
+    servers.append(await webhooks.start())
+
+
+async def stop(servers: list) -> None:
+    from toolshare.controller import handlers
+
+    while servers:
+        await servers.pop().stop()
+    await handlers.stop()
+
+
+def register() -> None:
+    """kopf's start-up and clean-up: start() and stop()."""
+    servers: list = []
 
     @kopf.on.startup()
-    async def start(settings: kopf.OperatorSettings, **_) -> None:
+    async def on_startup(settings: kopf.OperatorSettings, **_) -> None:
         # One place for kopf's identity. No finalizers: children are owned and garbage-collected.
         settings.posting.level = logging.WARNING  # kopf's own warnings and errors become Events
-        await handlers.start()
-        servers.append(await webhooks.start())
+        await start(servers)
 
     @kopf.on.cleanup()
-    async def stop(**_) -> None:
-        while servers:
-            await servers.pop().stop()
-        await handlers.stop()
+    async def on_cleanup(**_) -> None:
+        await stop(servers)
 
 
 def run_operator(verbose: bool = False,

@@ -192,3 +192,23 @@ def test_a_renewed_certificate_is_served_and_a_new_ca_reconfigures(tmp_path):
     before, after = asyncio.run(scenario())
     assert before and after
     assert seen_ca[-1] == other_ca.read_bytes()
+
+
+def test_the_hooks_are_served_only_after_the_controller_filled_the_cache(monkeypatch):
+    from toolshare import manager
+    from toolshare.controller import handlers
+
+    order = []
+
+    async def controller_start():
+        order.append("cache filled, watches started")
+
+    async def hooks_start():
+        order.append("hooks listening")
+        return "server"
+
+    monkeypatch.setattr(handlers, "start", controller_start)
+    monkeypatch.setattr(webhooks, "start", hooks_start)
+    servers: list = []
+    asyncio.run(manager.start(servers))
+    assert order == ["cache filled, watches started", "hooks listening"] and servers == ["server"]
