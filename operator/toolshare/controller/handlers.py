@@ -50,11 +50,14 @@ async def start() -> None:
     for watches in (Children(RT.reconciler.kube, versions), Resources(RT.reconciler.kube, versions, KINDS)):
         watches.start()
         WATCHES.append(watches)
-    # Everything the cache holds, reconciled once: a restart's whole work.
-    for namespace, name in list(CACHE.views["toolruns_by_key"].keys()):
-        await reconcile_run(namespace, name)
+    # Everything the cache holds, reconciled once: a restart's whole work. Shares go first: a
+    # share's reconcile queues its runs, which are then still pending (the queue keeps one entry
+    # per key), so each run is reconciled once; queued the other way round, every shared run was
+    # reconciled twice (the second time by its share, after its own).
     for namespace, name in list(CACHE.views["runshares_by_key"].keys()):
         await reconcile_share(namespace, name)
+    for namespace, name in list(CACHE.views["toolruns_by_key"].keys()):
+        await reconcile_run(namespace, name)
     for repository in dict.fromkeys(views.image_repository(s) for s in views.imageshares()):
         await reconcile_repository(repository)
 
