@@ -99,8 +99,12 @@ def cpu_of(pid: int) -> float:
 
 
 def control_plane_cpu(state) -> dict:
-    """CPU seconds so far of etcd and kube-apiserver (they share the 2 cores with the operator)."""
-    return {name: cpu_of(pid) for name, pid in state.pids.items() if name in ("etcd", "kube-apiserver")}
+    """CPU seconds so far of etcd, kube-apiserver and kube-controller-manager (they share the 2
+    cores with the operator), and of this benchmark's own process (the load and its watch)."""
+    out = {name: cpu_of(pid) for name, pid in state.pids.items()
+           if name in ("etcd", "kube-apiserver", "kube-controller-manager")}
+    out["benchmark"] = cpu_of(os.getpid())
+    return out
 
 
 def diff(after: dict, before: dict) -> dict:

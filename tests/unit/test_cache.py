@@ -1,5 +1,7 @@
 """The operator's cache: views like kopf indexes, newest version wins, drops unlink everything."""
 
+import pytest
+
 from toolshare.state.cache import Cache, Source
 
 
@@ -104,3 +106,19 @@ def test_a_paged_relist_says_what_changed_came_or_went():
                        ("by_ns", "c")}
     assert sorted(o["metadata"]["name"] for v in c.view("by_ns").values() for o in v) == ["moved", "new", "same"]
     assert c.view("by_ns").get("b") == []
+
+
+def test_prefetched_pages_arrive_in_order_and_a_failed_fetch_is_raised_in_its_place():
+    from toolshare.state.cache import prefetched
+
+    assert list(prefetched(iter([[1], [2, 3], []]))) == [[1], [2, 3], []]
+
+    def failing():
+        yield [1]
+        raise ConnectionError("API server away")
+
+    got = []
+    with pytest.raises(ConnectionError, match="away"):
+        for items in prefetched(failing()):
+            got.append(items)
+    assert got == [[1]]

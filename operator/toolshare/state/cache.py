@@ -424,6 +424,32 @@ def list_pages(kube, source: Source, api_version: str, kind: str, page: int = 50
             return
 
 
+def prefetched(pages: Iterator[list[dict]], depth: int = 1) -> Iterator[list[dict]]:
+    """`pages`, each fetched by a thread of its own while the caller stores the one before: the API
+    server serves the next page (on the other core) while this process packs the last. A failure
+    of the fetch is raised here, in the caller's order."""
+    import queue
+    import threading
+
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def fetch() -> None:
+        try:
+            for items in pages:
+                handoff.put(items)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            handoff.put(e)
+            return
+        handoff.put(done)
+
+    threading.Thread(target=fetch, name="list-pages", daemon=True).start()
+    while (items := handoff.get()) is not done:
+        if isinstance(items, BaseException):
+            raise items
+        yield items
+
+
 def list_all(kube, source: Source, api_version: str, kind: str, page: int = 500) -> list[dict]:
     """Every object of a LIST at once (prefer list_pages for big lists)."""
     return [item for items in list_pages(kube, source, api_version, kind, page) for item in items]

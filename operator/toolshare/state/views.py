@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from toolshare import model
 from toolshare.images import parse_image
 from toolshare.settings import ENVOY_GATEWAY, EXTERNAL_AUTH, TRAEFIK, Settings
-from toolshare.state.cache import CACHE, Source, limit_malloc_arenas, list_pages, release_memory
+from toolshare.state.cache import CACHE, Source, limit_malloc_arenas, list_pages, prefetched, release_memory
 
 log = logging.getLogger("toolshare.state")
 API_VERSION = model.API_VERSION
@@ -289,7 +289,7 @@ def fill(kube) -> dict[str, str]:
         # Page by page: at 10,000 runs a whole LIST of Pods alone is 140 MB of parsed JSON.
         listed: dict = {}
         counts[plural] = sum(CACHE.fill(plural, items) for items in
-                             list_pages(kube, CACHE.sources[plural], api_version, kind, listed=listed))
+                             prefetched(list_pages(kube, CACHE.sources[plural], api_version, kind, listed=listed)))
         versions[plural] = listed.get("resourceVersion", "")
     release_memory()
     log.info("cache filled in %.1fs: %s", time.monotonic() - started, counts)
