@@ -30,14 +30,19 @@ def decide_child_kinds() -> tuple:
         kube.api.close()
 
 
-async def start(servers: list) -> None:
+async def start(servers: list, done: set) -> None:
     """The controller first, then the admission hooks: they decide from the cache the controller's
-    start-up fills (as kopf's own server started only after start-up)."""
+    start-up fills (as kopf's own server started only after start-up). kopf retries a start-up
+    that raised (the webhook port taken, the API server away): what already started (`done`) is
+    not started twice."""
     from toolshare.admission import webhooks
     from toolshare.controller import handlers
 
-    await handlers.start()
-    servers.append(await webhooks.start())
+    if "controller" not in done:
+        await handlers.start()
+        done.add("controller")
+    if not servers:
+        servers.append(await webhooks.start())
 
 
 async def stop(servers: list) -> None:
@@ -51,12 +56,13 @@ async def stop(servers: list) -> None:
 def register() -> None:
     """kopf's start-up and clean-up: start() and stop()."""
     servers: list = []
+    done: set = set()
 
     @kopf.on.startup()
     async def on_startup(settings: kopf.OperatorSettings, **_) -> None:
         # One place for kopf's identity. No finalizers: children are owned and garbage-collected.
         settings.posting.level = logging.WARNING  # kopf's own warnings and errors become Events
-        await start(servers)
+        await start(servers, done)
 
     @kopf.on.cleanup()
     async def on_cleanup(**_) -> None:

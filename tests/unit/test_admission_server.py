@@ -210,5 +210,30 @@ def test_the_hooks_are_served_only_after_the_controller_filled_the_cache(monkeyp
     monkeypatch.setattr(handlers, "start", controller_start)
     monkeypatch.setattr(webhooks, "start", hooks_start)
     servers: list = []
-    asyncio.run(manager.start(servers))
+    asyncio.run(manager.start(servers, set()))
     assert order == ["cache filled, watches started", "hooks listening"] and servers == ["server"]
+
+
+def test_a_start_up_retried_by_kopf_starts_nothing_twice(monkeypatch):
+    from toolshare import manager
+    from toolshare.controller import handlers
+
+    starts = {"controller": 0, "hooks": 0}
+
+    async def controller_start():
+        starts["controller"] += 1
+
+    async def hooks_start():
+        starts["hooks"] += 1
+        if starts["hooks"] == 1:
+            raise OSError("address already in use")
+        return "server"
+
+    monkeypatch.setattr(handlers, "start", controller_start)
+    monkeypatch.setattr(webhooks, "start", hooks_start)
+    servers: list = []
+    done: set = set()
+    with pytest.raises(OSError):
+        asyncio.run(manager.start(servers, done))
+    asyncio.run(manager.start(servers, done))  # kopf's retry
+    assert starts == {"controller": 1, "hooks": 2} and servers == ["server"]
