@@ -273,16 +273,21 @@ async def propagate(k: KClient, n: int, rate: float, duration: float, tag: str,
 REPLAY_NS = "bench-replay"
 
 
-async def list_all(k: KClient, path: str, page: int = 500, selector: str = "") -> list[dict]:
-    out, token = [], ""
+async def pages(k: KClient, path: str, page: int = 500, selector: str = ""):
+    """A paged LIST, one page of items at a time."""
+    token = ""
     while True:
         params = {"limit": str(page), **({"continue": token} if token else {}),
                   **({"labelSelector": selector} if selector else {})}
         body = await k.request("GET", path, params=params)
-        out += body.get("items") or []
+        yield body.get("items") or []
         token = (body.get("metadata") or {}).get("continue") or ""
         if not token:
-            return out
+            return
+
+
+async def list_all(k: KClient, path: str) -> list[dict]:
+    return [item async for items in pages(k, path) for item in items]
 
 
 async def replay_first_sync(k: KClient, env: dict, concurrency: int = 32) -> dict:
@@ -296,6 +301,7 @@ async def replay_first_sync(k: KClient, env: dict, concurrency: int = 32) -> dic
     import datetime as dt
 
     from toolshare import render
+    from toolshare.client.kube import object_path
     from toolshare.controller.reconcile import finish_child
     from toolshare.policy import Policy
     from toolshare.settings import Settings
@@ -332,8 +338,6 @@ async def replay_first_sync(k: KClient, env: dict, concurrency: int = 32) -> dic
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
-    from toolshare.client.kube import object_path
-
     sem = asyncio.Semaphore(concurrency)
 
     async def send(method: str, path: str, body: dict, content_type: str, params=None) -> None:
@@ -371,15 +375,9 @@ async def bare_list(k: KClient, page: int = 500) -> float:
     the bare floor of a restart (goal: every run reconciled within 2x of it)."""
     started = time.monotonic()
     for path in LISTED:
-        token = ""
-        while True:
-            params = {"limit": str(page), **({"continue": token} if token else {})}
-            if not path.startswith("/apis/toolshare.dev"):
-                params["labelSelector"] = "app.kubernetes.io/managed-by=toolshare"
-            body = await k.request("GET", path, params=params)
-            token = (body.get("metadata") or {}).get("continue") or ""
-            if not token:
-                break
+        selector = "" if path.startswith("/apis/toolshare.dev") else "app.kubernetes.io/managed-by=toolshare"
+        async for _ in pages(k, path, page, selector):
+            pass
     return time.monotonic() - started
 
 
