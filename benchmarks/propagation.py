@@ -462,7 +462,7 @@ async def bench(args) -> dict:
     install_crds(bins, directory / "kubeconfig")
     env = {**os.environ, "KUBECONFIG": kubeconfig,
            "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{cluster.free_port()}",
-           "TOOLSHARE_WEBHOOK_CERT_DIR": str(directory / "webhook")}
+           "TOOLSHARE_WEBHOOK_CERT_DIR": str(directory / "webhook"), **cluster.webhook_client_env(directory)}
     result: dict = {"runs": args.runs, "rate": args.rate, "duration": args.duration,
                     "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
                                f"Python {platform.python_version()}"}

@@ -97,7 +97,8 @@ def until(askers: dict[str, tuple[Asker, int]], timeout: float = 60.0, interval:
 
 def start_operator(kubeconfig: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{free_port()}",
-           "TOOLSHARE_WEBHOOK_CERT_DIR": str(log.parent / f"webhook-{log.stem}"), **(env or {})}
+           "TOOLSHARE_WEBHOOK_CERT_DIR": str(log.parent / f"webhook-{log.stem}"),
+           **cluster.webhook_client_env(kubeconfig.parent), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "toolshare.cli.main", "operator", "--kubeconfig", str(kubeconfig)],
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
 

@@ -195,13 +195,22 @@ def ensure_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> ClusterPKI:
     return ClusterPKI(**{**pki.__dict__, "tokens": tokens})
 
 
-def ensure_client_cert(directory: Path, stem: str, common_name: str, organizations: tuple[str, ...] = ()) -> tuple[Path, Path]:
-    """A client certificate from the cluster CA in `directory` (made once): (key, cert) paths."""
+def ensure_ca(directory: Path, stem: str, common_name: str) -> Path:
+    """A CA of its own in `directory` (made once): its certificate's path."""
+    if not ((directory / f"{stem}.key").exists() and (directory / f"{stem}.crt").exists()):
+        write_key_and_cert(directory, stem, *make_ca(common_name))
+    return directory / f"{stem}.crt"
+
+
+def ensure_client_cert(directory: Path, stem: str, common_name: str, organizations: tuple[str, ...] = (),
+                       ca: str = "ca") -> tuple[Path, Path]:
+    """A client certificate from the CA `ca` (the cluster's unless named) in `directory`, made once:
+    (key, cert) paths."""
     key_path, cert_path = directory / f"{stem}.key", directory / f"{stem}.crt"
     if key_path.exists() and cert_path.exists():
         return key_path, cert_path
-    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
-    ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((directory / f"{ca}.key").read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate((directory / f"{ca}.crt").read_bytes())
     subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     key, cert = _leaf(ca_key, ca_cert, subject, ExtendedKeyUsageOID.CLIENT_AUTH)

@@ -8,7 +8,9 @@ in test_directory).
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
 from pathlib import Path
 
 import kubernetes
@@ -488,6 +490,56 @@ def test_operator_runs_with_least_privilege(cluster, operator):
         assert not can("update", "toolruns", GROUP) and not can("delete", "runshares", GROUP)
     finally:
         client.close()
+
+
+def post_review(port: int, serving_ca: Path, review: dict, client: tuple[Path, Path] | None = None):
+    """POST `review` straight to the operator's webhook port, as a co-tenant could, presenting the
+    client certificate (key, cert) if given: (status, answer), or the name of the error that ended it."""
+    context = ssl.create_default_context(cafile=str(serving_ca))
+    if client is not None:
+        context.load_cert_chain(str(client[1]), str(client[0]))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+    try:
+        conn.request("POST", "/toolrun-admission", body=json.dumps(review), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (ssl.SSLError, OSError) as e:  # a handshake refused (TLS 1.3: on the first read)
+        return type(e).__name__, b""
+    finally:
+        conn.close()
+
+
+def test_the_webhook_port_answers_only_the_api_server(cluster, namespace, operator):
+    """docs/security.md, the webhook port: a review posted straight to the operator would make it an
+    oracle (a SubjectAccessReview as whoever the review names, the caches of other namespaces).
+    Without a certificate, or with one from another CA (the cluster's own), the handshake fails; a
+    certificate from the webhook client CA naming alice gets 403; the API server's is answered."""
+    from tests.support.install import webhook_port
+    from toolshare import pki
+    from toolshare.local.controlplane import cluster as controlplane
+
+    env = cluster.webhook_env()
+    if not env:
+        pytest.skip("TOOLSHARE_KUBECONFIG: this cluster's webhook client certificate is not known to the tests")
+    pki_dir, port = Path(env["TOOLSHARE_WEBHOOK_CLIENT_CA"]).parent, webhook_port(operator)
+    serving_ca = Path(operator.env["TOOLSHARE_WEBHOOK_CERT_DIR"]) / "ca.crt"
+    run = toolrun("probe")
+    run["spec"]["template"] = {"volumes": [{"name": "s", "secret": {"secretName": "db-password"}}]}
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "request": {"uid": "probe", "operation": "CREATE", "namespace": namespace,
+                          "resource": {"group": GROUP, "version": VERSION, "resource": "toolruns"},
+                          "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+                          "object": run, "oldObject": None}}
+    alice = pki.ensure_client_cert(pki_dir, "probe-alice", "alice", ca=controlplane.WEBHOOK_CLIENT_CA)
+    kubelet_client = (pki_dir / "apiserver-kubelet-client.key", pki_dir / "apiserver-kubelet-client.crt")
+    apiserver = (pki_dir / "apiserver-webhook-client.key", pki_dir / "apiserver-webhook-client.crt")
+
+    assert isinstance(post_review(port, serving_ca, review)[0], str)
+    if kubelet_client[1].exists():  # from the cluster CA, which the webhook port does not trust
+        assert isinstance(post_review(port, serving_ca, review, kubelet_client)[0], str)
+    assert post_review(port, serving_ca, review, alice)[0] == 403
+    status, answer = post_review(port, serving_ca, review, apiserver)
+    assert status == 200 and json.loads(answer)["response"]["uid"] == "probe"
 
 
 def test_users_need_rbac_too(cluster, namespace, operator):

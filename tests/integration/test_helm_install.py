@@ -112,7 +112,13 @@ def test_the_chart_runs_the_product_as_pods(cluster, handed_over, router, issuer
               "gate.replicas": "2", "gate.oauth2ProxyUrl": f"{proxy.url}/oauth2/auth"}
     kubeconfig = cluster.kubeconfig()
     core, apps = kubernetes.client.CoreV1Api(cluster.client()), kubernetes.client.AppsV1Api(cluster.client())
+    client_ca = cluster.webhook_env().get("TOOLSHARE_WEBHOOK_CLIENT_CA")
     try:
+        if client_ca:  # the operator Pod answers only the API server's webhook client (docs/admission.md)
+            core.create_namespace({"metadata": {"name": POD_NS}})
+            core.create_namespaced_config_map(POD_NS, {"metadata": {"name": "webhook-client-ca"},
+                                                       "data": {"ca.crt": Path(client_ca).read_text()}})
+            values["webhooks.clientAuth.caConfigMap"] = "webhook-client-ca"
         # --wait: both Deployments available, so the operator Pod serves its webhooks and each gate
         # Pod's /readyz (its watches in sync) answers.
         h.helm("install", POD_RELEASE, str(h.CHART), "-n", POD_NS, "--create-namespace", *h.set_args(values),
@@ -135,7 +141,11 @@ def test_the_chart_runs_the_product_as_pods(cluster, handed_over, router, issuer
         alice, admin = Toolshare(cluster.client("alice"), namespace), Toolshare(cluster.client(), namespace)
         run = echo_run("notebook")
         del run["spec"]["owner"]
-        # The owner is filled in by the mutating webhook, served by the operator Pod.
+        # The owner is filled in by the mutating webhook, served by the operator Pod (to the API
+        # server's client certificate only, when the cluster is the local one).
+        if client_ca:
+            assert "--webhook-client-ca=/etc/toolshare/webhook-client/ca.crt" in \
+                apps.read_namespaced_deployment(f"{FULLNAME}-operator", POD_NS).spec.template.spec.containers[0].args
         assert alice.create(run)["spec"]["owner"] == "alice"
         # carol, who may edit the namespace, may not name alice as an owner.
         with pytest.raises(kubernetes.client.ApiException) as refused:

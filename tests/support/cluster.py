@@ -60,6 +60,15 @@ class TestCluster:
             self._clients[user] = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig(user)))
         return self._clients[user]
 
+    def webhook_env(self) -> dict[str, str]:
+        """How an operator serving this cluster's admission webhooks authenticates the API server:
+        the local control plane's client CA; on another cluster, what the environment says."""
+        if self.local_dir is None:
+            return {}
+        from toolshare.local.controlplane import cluster
+
+        return cluster.webhook_client_env(self.local_dir)
+
     def env(self, user: str = "admin") -> dict[str, str]:
         """Environment for a subprocess (kubectl, the operator) acting as `user`."""
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig(user))}

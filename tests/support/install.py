@@ -35,7 +35,7 @@ def start_operator(cluster, work: Path, env: dict[str, str] | None = None) -> Op
     port = free_port()
     proc = OperatorProcess(kubeconfig, work / "operator.log", env={
         "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{port}", "TOOLSHARE_WEBHOOK_CERT_DIR": str(work / "webhook"),
-        **rbac.POLICY_ENV, **(env or {})})
+        **cluster.webhook_env(), **rbac.POLICY_ENV, **(env or {})})
     proc.start()
     wait_for_webhooks(cluster, port, proc)
     wait_for_principals_policy(cluster)

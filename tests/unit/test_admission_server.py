@@ -194,6 +194,110 @@ def test_a_renewed_certificate_is_served_and_a_new_ca_reconfigures(tmp_path):
     assert seen_ca[-1] == other_ca.read_bytes()
 
 
+def client_pki(directory, *names: str):
+    """A client CA in `directory` and a client certificate from it per name: {name: (key, cert)}."""
+    from toolshare import pki
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pki.ensure_ca(directory, "clients", "clients")
+    return directory / "clients.crt", {n: pki.ensure_client_cert(directory, n, n, ca="clients") for n in names}
+
+
+async def call(port: int, ca, client=None) -> int | str:
+    """POST a review as `client` (key, cert) or with no certificate: the status, or why it failed."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(str(client[1]), str(client[0]))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"https://127.0.0.1:{port}/h", json=review(obj=SHARE), ssl=context) as r:
+                return r.status
+    except (aiohttp.ClientError, ssl.SSLError, OSError) as e:
+        return type(e).__name__
+
+
+def test_with_a_client_ca_only_the_named_client_is_answered(tmp_path):
+    """The oracle closed: no certificate, no handshake; a certificate from the client CA for anyone
+    but an allowed client (alice, say) gets 403 and the hook never runs; the allowed one is answered."""
+    ca, cert, key = ensure_certs(tmp_path / "serving", "127.0.0.1")
+    client_ca, clients = client_pki(tmp_path / "clients", "kube-apiserver-webhook-client", "alice")
+    other_ca, strangers = client_pki(tmp_path / "other", "kube-apiserver-webhook-client")
+    decided = []
+
+    async def allow(r: Review):
+        decided.append(r.userinfo["username"])
+        return []
+
+    async def scenario():
+        port = free_port()
+        srv = server.Server({"h": ("runshares", allow)}, "127.0.0.1", port, cert, key, ca,
+                            client_ca=client_ca, client_names=frozenset({"kube-apiserver-webhook-client"}))
+        await srv.start()
+        try:
+            return (await call(port, ca), await call(port, ca, clients["alice"]),
+                    await call(port, ca, strangers["kube-apiserver-webhook-client"]),
+                    await call(port, ca, clients["kube-apiserver-webhook-client"]))
+        finally:
+            await srv.stop()
+
+    anonymous, alice, stranger, apiserver = asyncio.run(scenario())
+    assert isinstance(anonymous, str) and isinstance(stranger, str)  # refused in the handshake
+    assert (alice, apiserver) == (403, 200)
+    assert decided == ["alice"]  # the review's user, asked about once: by the allowed client
+
+
+def test_a_replaced_client_ca_is_no_longer_trusted(tmp_path):
+    """A context's trust store only grows: the server swaps in a new one, so the old CA's clients
+    are refused once the file changes (a rotation, or a CA withdrawn)."""
+    ca, cert, key = ensure_certs(tmp_path / "serving", "127.0.0.1")
+    name = "kube-apiserver-webhook-client"
+    old_ca, old = client_pki(tmp_path / "old", name)
+    new_ca, new = client_pki(tmp_path / "new", name)
+    client_ca = tmp_path / "client-ca.crt"
+    client_ca.write_bytes(old_ca.read_bytes())
+
+    async def allow(r: Review):
+        return []
+
+    async def scenario():
+        port = free_port()
+        srv = server.Server({"h": ("runshares", allow)}, "127.0.0.1", port, cert, key, ca, check_seconds=0.05,
+                            client_ca=client_ca, client_names=frozenset({name}))
+        await srv.start()
+        try:
+            before = (await call(port, ca, old[name]), await call(port, ca, new[name]))
+            listening = srv._context
+            client_ca.write_bytes(new_ca.read_bytes())
+            while srv._context is listening:  # the follower noticed the file
+                await asyncio.sleep(0.05)
+            return before, (await call(port, ca, old[name]), await call(port, ca, new[name]))
+        finally:
+            await srv.stop()
+
+    (old_before, new_before), (old_after, new_after) = asyncio.run(scenario())
+    assert old_before == 200 and isinstance(new_before, str)
+    assert isinstance(old_after, str) and new_after == 200
+
+
+@pytest.mark.parametrize("peercert, allowed, problem", [
+    ({"subject": ((("commonName", "kube-apiserver-webhook-client"),),)}, {"kube-apiserver-webhook-client"}, None),
+    ({"subject": ((("organizationName", "x"),),), "subjectAltName": (("DNS", "api.example"),)}, {"api.example"}, None),
+    ({"subject": ((("commonName", "alice"),),), "subjectAltName": (("URI", "kube-apiserver-webhook-client"),)},
+     {"kube-apiserver-webhook-client"}, "client certificate alice is not an allowed webhook client"),
+    (None, {"kube-apiserver-webhook-client"}, "a client certificate is required"),
+    ({}, {"kube-apiserver-webhook-client"}, "a client certificate is required"),
+    (None, set(), None),  # no client CA: not authenticated
+])
+def test_which_client_certificates_are_answered(peercert, allowed, problem):
+    assert server.client_problem(peercert, frozenset(allowed)) == problem
+
+
+def test_a_client_ca_without_names_is_refused(tmp_path):
+    ca, cert, key = ensure_certs(tmp_path, "127.0.0.1")
+    with pytest.raises(ValueError, match="client names"):
+        server.Server({}, "127.0.0.1", 1, cert, key, ca, client_ca=ca)
+
+
 def test_the_hooks_are_served_only_after_the_controller_filled_the_cache(monkeypatch):
     from toolshare import manager
     from toolshare.controller import handlers

@@ -37,3 +37,9 @@ def test_config_from_env():
     assert WebhookConfig.from_env({"TOOLSHARE_WEBHOOK_HOST": "hooks.example"}).advertised_host == "hooks.example"
     with pytest.raises(ValueError, match="TOOLSHARE_WEBHOOK_LISTEN"):
         WebhookConfig.from_env({"TOOLSHARE_WEBHOOK_LISTEN": "8443"})
+    assert (WebhookConfig().client_ca, WebhookConfig().client_names) == (None, {"kube-apiserver-webhook-client"})
+    config = WebhookConfig.from_env({"TOOLSHARE_WEBHOOK_CLIENT_CA": "/etc/ca.crt",
+                                     "TOOLSHARE_WEBHOOK_CLIENT_NAMES": "front-proxy, apiserver"})
+    assert (str(config.client_ca), config.client_names) == ("/etc/ca.crt", {"front-proxy", "apiserver"})
+    with pytest.raises(ValueError, match="TOOLSHARE_WEBHOOK_CLIENT_NAMES"):
+        WebhookConfig.from_env({"TOOLSHARE_WEBHOOK_CLIENT_NAMES": "apiserver,,"})

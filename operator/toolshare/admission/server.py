@@ -9,6 +9,14 @@ change at 10,000 runs (BENCHMARKS.md). Here a call is one JSON parse, one functi
 The server keeps kopf's contract with the configurations (webhookconfig.py): one path per hook
 id, HTTPS with the serving certificate from the cert dir, and the certificate files re-read when
 they change (a renewal by cert-manager or Helm) without dropping the listener.
+
+Beyond kopf: the callers can be authenticated (docs/security.md, "the webhook port"). Anyone who
+reaches the port could otherwise send a crafted AdmissionReview naming any user and read the
+answers: an oracle for who may read which Secret (the run references are checked by a
+SubjectAccessReview as the named user) and for which runs and shares exist in other namespaces.
+With a client CA the TLS handshake requires a certificate from it, and a request is answered only
+for a certificate naming one of the allowed webhook clients (the API server's, configured through
+its AdmissionConfiguration); a certificate from the same CA for anyone else gets 403.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ log = logging.getLogger("toolshare.admission")
 # An AdmissionReview carries the object and the old one; a stored object is at most 1.5 MiB.
 MAX_REVIEW_BYTES = 8 << 20
 CERT_CHECK_SECONDS = 60.0
+# The name the API server's webhook client certificate carries unless told otherwise: the local
+# control plane's (toolshare.local.controlplane.cluster), the chart's and docs/admission.md's.
+DEFAULT_CLIENT_NAME = "kube-apiserver-webhook-client"
 
 
 class Refused(Exception):
@@ -116,10 +127,37 @@ async def decide(hooks: Hooks, hook_id: str, review: Mapping) -> dict:
     return answer(review, True, patch=patch)
 
 
-def application(hooks: Hooks) -> web.Application:
-    """POST /<hook id>: an AdmissionReview for that hook."""
+def peer_names(peercert: Mapping | None) -> set[str]:
+    """The names a verified client certificate (ssl.SSLSocket.getpeercert()) carries: its subject's
+    common names and its DNS subject alternative names."""
+    if not peercert:
+        return set()
+    names = {value for rdn in peercert.get("subject") or () for key, value in rdn if key == "commonName"}
+    return names | {value for kind, value in peercert.get("subjectAltName") or () if kind == "DNS"}
+
+
+def client_problem(peercert: Mapping | None, allowed: frozenset[str]) -> str | None:
+    """Why a caller may not be answered, or None. `allowed` empty: callers are not authenticated
+    (no client CA configured); otherwise the verified certificate must name an allowed client."""
+    if not allowed:
+        return None
+    names = peer_names(peercert)
+    if not names:
+        return "a client certificate is required"
+    if names.isdisjoint(allowed):
+        return f"client certificate {', '.join(sorted(names))[:200]} is not an allowed webhook client"
+    return None
+
+
+def application(hooks: Hooks, client_names: frozenset[str] = frozenset()) -> web.Application:
+    """POST /<hook id>: an AdmissionReview for that hook, from an allowed client."""
 
     async def serve(request: web.Request) -> web.Response:
+        transport = request.transport
+        problem = client_problem(transport.get_extra_info("peercert") if transport else None, client_names)
+        if problem is not None:  # before reading the body: a stranger's review is not even parsed
+            log.warning("admission webhooks: refused a caller from %s: %s", request.remote, problem)
+            raise web.HTTPForbidden(reason=problem)
         hook_id = request.match_info["hook"]
         if hook_id not in hooks:
             raise web.HTTPNotFound(reason=f"no admission hook {hook_id!r}")
@@ -146,7 +184,8 @@ def _digest(paths: list[Path]) -> str:
 @dataclass
 class Server:
     """Serves `hooks` over HTTPS on addr:port with the certificate files given; `on_ca(ca_pem)`
-    is called once listening and again whenever the CA changes (the configurations carry it)."""
+    is called once listening and again whenever the CA changes (the configurations carry it).
+    With `client_ca`, callers must present a certificate from it naming one of `client_names`."""
 
     hooks: Hooks
     addr: str
@@ -156,40 +195,66 @@ class Server:
     cafile: Path | None = None
     on_ca: Callable[[bytes], Awaitable[None]] | None = None
     check_seconds: float = CERT_CHECK_SECONDS
+    client_ca: Path | None = None
+    client_names: frozenset[str] = frozenset()
     _runner: web.AppRunner | None = field(default=None, repr=False)
     _watch: asyncio.Task | None = field(default=None, repr=False)
+    _context: ssl.SSLContext | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.client_ca is not None and not self.client_names:
+            raise ValueError("a webhook client CA needs the client names it may vouch for: any certificate "
+                             "from a cluster CA (a kubelet's, a user's) would otherwise be answered")
 
     def ca_pem(self) -> bytes:
         """The CA the API server is to trust: the given CA, else the serving certificate itself."""
         return (self.cafile or self.certfile).read_bytes()
 
     def _files(self) -> list[Path]:
-        return [p for p in (self.certfile, self.keyfile, self.cafile) if p is not None]
+        return [p for p in (self.certfile, self.keyfile, self.cafile, self.client_ca) if p is not None]
 
-    async def start(self) -> None:
+    def _new_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.certfile, self.keyfile)
-        self._runner = web.AppRunner(application(self.hooks), handle_signals=False, access_log=None)
+        if self.client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=self.client_ca)
+        return context
+
+    def _pick(self, sslobj: ssl.SSLObject, server_name: str | None, listening: ssl.SSLContext) -> None:
+        """Each handshake takes the newest context (called with or without SNI): a context's trust
+        store only grows in place, so a client CA that was replaced is dropped by swapping."""
+        if self._context is not listening:
+            sslobj.context = self._context
+
+    async def start(self) -> None:
+        context = self._context = self._new_context()
+        context.sni_callback = self._pick
+        self._runner = web.AppRunner(application(self.hooks, self.client_names if self.client_ca else frozenset()),
+                                     handle_signals=False, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.addr or None, self.port, ssl_context=context,
                           reuse_address=True).start()
         log.info("admission webhooks listening on https://%s:%d", self.addr or "*", self.port)
+        if self.client_ca is None:
+            log.warning("admission webhooks: callers are not authenticated (no client CA): whoever reaches "
+                        "port %d can ask for decisions (docs/security.md, the webhook port)", self.port)
         if self.on_ca is not None:
             await self.on_ca(self.ca_pem())
-        self._watch = asyncio.create_task(self._follow(context), name="admission-certs")
+        self._watch = asyncio.create_task(self._follow(), name="admission-certs")
 
-    async def _follow(self, context: ssl.SSLContext) -> None:
-        """Re-read the certificate files when they change: new connections get the new chain
-        (an SSLContext takes a new chain in place), and a new CA goes to the configurations."""
+    async def _follow(self) -> None:
+        """Re-read the certificate files when they change: new connections get a context made
+        from them (the serving chain, the client CA), and a new CA goes to the configurations."""
         digest, ca = _digest(self._files()), self.ca_pem()
         while True:
             await asyncio.sleep(self.check_seconds)
             try:
                 now = _digest(self._files())
                 if now != digest:
-                    context.load_cert_chain(self.certfile, self.keyfile)
+                    self._context = self._new_context()
                     digest = now
-                    log.info("admission webhooks: serving certificate files changed; reloaded")
+                    log.info("admission webhooks: certificate files changed; reloaded")
                 if self.on_ca is not None and self.ca_pem() != ca:
                     await self.on_ca(self.ca_pem())
                     ca = self.ca_pem()

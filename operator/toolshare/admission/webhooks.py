@@ -19,6 +19,11 @@ Configuration (environment, or `toolshare operator` flags):
                              mounted there, e.g. from Helm or cert-manager; read, never written)
   TOOLSHARE_WEBHOOK_SERVICE  NAMESPACE/NAME[:PORT] of the Service in front of the operator: the
                              managed configurations then name it instead of a URL (in-cluster)
+  TOOLSHARE_WEBHOOK_CLIENT_CA    PEM file of the CA whose client certificates may call the
+                             webhooks (the API server's, from its AdmissionConfiguration); unset:
+                             callers are not authenticated (a warning at start)
+  TOOLSHARE_WEBHOOK_CLIENT_NAMES comma-separated common or DNS names such a certificate must carry
+                             (default kube-apiserver-webhook-client)
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from toolshare.admission import decisions as admission, webhookconfig
 from toolshare.admission.certs import ensure_certs, provided_certs
 from toolshare.admission.decisions import Requester
 from toolshare.admission.directory import Directory, DirectoryError, parse
-from toolshare.admission.server import Refused, Review, Server, pointer
+from toolshare.admission.server import DEFAULT_CLIENT_NAME, Refused, Review, Server, pointer
 from toolshare.client.kube import ApiError, Kube
 from toolshare.policy import Policy
 from toolshare.state import views
@@ -57,6 +62,8 @@ class WebhookConfig:
     managed: str = "toolshare.dev"
     certs: str = "generate"  # or "provided"
     service: tuple[str, str, int] | None = None  # (namespace, name, port) the API server calls
+    client_ca: Path | None = None  # callers must present a certificate from this CA ...
+    client_names: frozenset[str] = frozenset({DEFAULT_CLIENT_NAME})  # ... naming one of these
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WebhookConfig:
@@ -78,6 +85,10 @@ class WebhookConfig:
             kwargs["certs"] = certs
         if (service := env.get("TOOLSHARE_WEBHOOK_SERVICE", "").strip()):
             kwargs["service"] = parse_service(service)
+        if (client_ca := env.get("TOOLSHARE_WEBHOOK_CLIENT_CA", "").strip()):
+            kwargs["client_ca"] = Path(client_ca)
+        if (names := env.get("TOOLSHARE_WEBHOOK_CLIENT_NAMES", "").strip()):
+            kwargs["client_names"] = parse_client_names(names)
         return cls(**kwargs)
 
     @property
@@ -95,6 +106,13 @@ def parse_service(text: str) -> tuple[str, str, int]:
     if not slash or not ns or not name or (port and not (port.isdigit() and 0 < int(port) < 65536)):
         raise ValueError(f"TOOLSHARE_WEBHOOK_SERVICE={text!r}: must be NAMESPACE/NAME[:PORT]")
     return ns, name, int(port or 443)
+
+
+def parse_client_names(text: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in text.split(","))
+    if "" in names:
+        raise ValueError(f"TOOLSHARE_WEBHOOK_CLIENT_NAMES={text!r}: must be comma-separated names, none empty")
+    return names
 
 
 def client_config(config: WebhookConfig, ca_pem: bytes) -> dict:
@@ -148,7 +166,8 @@ async def start() -> Server:
         if config.managed != "none":
             await asyncio.to_thread(apply_configurations, config.managed, client_config(config, ca_pem))
 
-    server = Server(HOOKS, config.listen_addr, config.port, cert, key, ca, on_ca=configure)
+    server = Server(HOOKS, config.listen_addr, config.port, cert, key, ca, on_ca=configure,
+                    client_ca=config.client_ca, client_names=config.client_names)
     await server.start()
     log.info("admission webhooks on https://%s:%d (config %s), policy %s",
              config.advertised_host, config.port, config.managed, ST.policy)

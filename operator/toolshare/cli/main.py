@@ -58,7 +58,9 @@ def _images(args: argparse.Namespace) -> int:
 
 WEBHOOK_FLAGS = {"webhook_listen": "TOOLSHARE_WEBHOOK_LISTEN", "webhook_host": "TOOLSHARE_WEBHOOK_HOST",
                  "webhook_cert_dir": "TOOLSHARE_WEBHOOK_CERT_DIR", "webhook_config": "TOOLSHARE_WEBHOOK_CONFIG",
-                 "webhook_certs": "TOOLSHARE_WEBHOOK_CERTS", "webhook_service": "TOOLSHARE_WEBHOOK_SERVICE"}
+                 "webhook_certs": "TOOLSHARE_WEBHOOK_CERTS", "webhook_service": "TOOLSHARE_WEBHOOK_SERVICE",
+                 "webhook_client_ca": "TOOLSHARE_WEBHOOK_CLIENT_CA",
+                 "webhook_client_names": "TOOLSHARE_WEBHOOK_CLIENT_NAMES"}
 LOG_FORMAT = os.environ.get("TOOLSHARE_LOG_FORMAT", "text")
 
 
@@ -246,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--webhook-service", metavar="NAMESPACE/NAME[:PORT]",
                    help="in-cluster: the managed configurations call this Service instead of a URL "
                         "($TOOLSHARE_WEBHOOK_SERVICE)")
+    o.add_argument("--webhook-client-ca", metavar="FILE",
+                   help="answer only callers presenting a client certificate from this CA (the API "
+                        "server's webhook client, set in its AdmissionConfiguration; "
+                        "$TOOLSHARE_WEBHOOK_CLIENT_CA)")
+    o.add_argument("--webhook-client-names", metavar="NAME[,NAME...]",
+                   help="common or DNS names that client certificate must carry (default "
+                        "kube-apiserver-webhook-client; $TOOLSHARE_WEBHOOK_CLIENT_NAMES)")
     o.add_argument("--log-format", choices=["text", "json"], default=LOG_FORMAT,
                    help="text (default) or one JSON object per line ($TOOLSHARE_LOG_FORMAT)")
     o.add_argument("--verbose", action="store_true")

@@ -126,6 +126,8 @@ def main(directory: Path) -> int:
     print("Stop the operator with Ctrl-C; stop the control plane with `make down`.")
     print(flush=True)
     os.environ["KUBECONFIG"] = str(kubeconfig)
+    for var, value in cluster.webhook_client_env(state.directory).items():  # answer only the API server
+        os.environ.setdefault(var, value)
     from toolshare.local.stack import AccessStack
     from toolshare.manager import run_operator
 

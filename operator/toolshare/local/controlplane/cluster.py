@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from toolshare import pki as pkimod
+from toolshare.admission import server
 from toolshare.local.controlplane import node as nodemod
 from toolshare.local.controlplane.binaries import Binaries, ensure_binaries
 
@@ -33,6 +34,7 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager",
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SERVICE_CIDR = "10.96.0.0/16"
 READY_TIMEOUT = 90.0
+WEBHOOK_CLIENT_CA = "webhook-client-ca"  # pki/ stem of the CA of the API server's webhook client
 
 
 class ClusterError(RuntimeError):
@@ -137,6 +139,35 @@ def kubeconfig(server: str, ca_file: Path, user: str, token: str) -> dict:
 def _write_kubeconfig(path: Path, config: dict) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
+
+
+def _webhook_client(pki_dir: Path) -> Path:
+    """The API server's AdmissionConfiguration: every admission webhook it calls (kubeConfigFile
+    user "*") is shown a client certificate from a CA of its own, the one the operator is told to
+    answer (webhook_client_env). A certificate proves without being replayable, so "*" gives
+    nothing away to another webhook."""
+    ca = pkimod.ensure_ca(pki_dir, WEBHOOK_CLIENT_CA, "toolshare-local-webhook-client-ca")
+    key, cert = pkimod.ensure_client_cert(pki_dir, "apiserver-webhook-client", server.DEFAULT_CLIENT_NAME,
+                                          ca=WEBHOOK_CLIENT_CA)
+    users = pki_dir / "admission-webhooks.kubeconfig"
+    _write_kubeconfig(users, {"apiVersion": "v1", "kind": "Config", "users": [
+        {"name": "*", "user": {"client-certificate": str(cert), "client-key": str(key)}}]})
+    webhook = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration", "kubeConfigFile": str(users)}
+    config = pki_dir / "admission.yaml"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
+        "plugins": [{"name": plugin, "configuration": webhook}
+                    for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}, sort_keys=False))
+    return config
+
+
+def webhook_client_env(directory: Path) -> dict[str, str]:
+    """What an operator serving this control plane's admission webhooks is started with: answer
+    only the API server's client certificate (server.py). Empty for a directory without one."""
+    ca = directory / "pki" / f"{WEBHOOK_CLIENT_CA}.crt"
+    if not ca.exists():
+        return {}
+    return {"TOOLSHARE_WEBHOOK_CLIENT_CA": str(ca), "TOOLSHARE_WEBHOOK_CLIENT_NAMES": server.DEFAULT_CLIENT_NAME}
 
 
 def _get(url: str, ca: Path, token: str | None, timeout: float = 2.0) -> tuple[int, str]:
@@ -287,6 +318,7 @@ def _bring_up(directory: Path, binaries: Binaries | None, log, node_ip: str | No
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--allow-privileged=true",
         "--profiling=false",
+        f"--admission-control-config-file={_webhook_client(directory / 'pki')}",
     ])
     _wait("kube-apiserver /readyz", _ready_check(state, "kube-apiserver", p), READY_TIMEOUT, state, logs)
 
