@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks.kclient import KClient
-from benchmarks.propagation import Proc, emit, reconciles, say, settle
+from benchmarks.propagation import Proc, cpu_of, emit, reconciles, say, settle
 from toolshare.access import ANN_SHARED_BY, ANN_SHARED_BY_GROUPS
 from toolshare.local.controlplane import cluster
 from toolshare.local.controlplane.binaries import ensure_binaries
@@ -202,6 +202,15 @@ async def bench(args) -> dict:
             result["peak_rss_mb_restart"] = round(peak_mb(op), 1)
             say(f"restarted: every run reconciled in {result['restart_seconds']}s; RSS "
                 f"{result['rss_mb_after_restart']} MB (peak {result['peak_rss_mb_restart']} MB)")
+            # Idle: nothing changes, so whatever CPU the operator (or the API server serving its
+            # watches) spends now, every change pays on top of its own work.
+            apiserver = cluster.State.load(directory).pids["kube-apiserver"]
+            before, t = (op.cpu_seconds(), cpu_of(apiserver)), time.monotonic()
+            await asyncio.sleep(args.idle_window)
+            elapsed = time.monotonic() - t
+            result["idle_cpu_cores"] = {"operator": round((op.cpu_seconds() - before[0]) / elapsed, 4),
+                                        "kube-apiserver": round((cpu_of(apiserver) - before[1]) / elapsed, 4)}
+            say(f"idle for {elapsed:.0f}s: CPU cores {result['idle_cpu_cores']}")
             if trace is not None:
                 done = Path(str(trace) + ".done")
                 done.unlink(missing_ok=True)
@@ -228,6 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--down", action="store_true", help="with --dir: stop the control plane at the end")
     p.add_argument("--trace", action="store_true", help="tracemalloc the operator; print the top sites")
     p.add_argument("--idle", type=float, default=5.0, help="seconds idle after the restart before measuring")
+    p.add_argument("--idle-window", type=float, default=30.0,
+                   help="seconds over which the restarted operator's idle CPU is measured")
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
