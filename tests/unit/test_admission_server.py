@@ -15,6 +15,7 @@ import ssl
 import aiohttp
 import jsonpatch
 import pytest
+from prometheus_client import REGISTRY
 
 from toolshare.admission import server, webhooks
 from toolshare.admission.certs import ensure_certs
@@ -240,10 +241,14 @@ def test_with_a_client_ca_only_the_named_client_is_answered(tmp_path):
         finally:
             await srv.stop()
 
+    refused = REGISTRY.get_sample_value("toolshare_webhook_callers_refused_total")
     anonymous, alice, stranger, apiserver = asyncio.run(scenario())
     assert isinstance(anonymous, str) and isinstance(stranger, str)  # refused in the handshake
     assert (alice, apiserver) == (403, 200)
     assert decided == ["alice"]  # the review's user, asked about once: by the allowed client
+    # On the metrics: authentication on, and the one certificate refused (the others never got in).
+    assert REGISTRY.get_sample_value("toolshare_webhook_client_auth") == 1
+    assert REGISTRY.get_sample_value("toolshare_webhook_callers_refused_total") == refused + 1
 
 
 def test_a_replaced_client_ca_is_no_longer_trusted(tmp_path):

@@ -93,6 +93,7 @@ def test_observability_examples_and_docs_use_only_real_metrics():
 
     import prometheus_client
 
+    import toolshare.admission.server  # noqa: F401  (registers the webhook server's metrics)
     import toolshare.controller.metrics  # noqa: F401  (registers the operator's metrics)
 
     registered = {m.name for m in prometheus_client.REGISTRY.collect() if m.name.startswith("toolshare_")}

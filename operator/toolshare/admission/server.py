@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import Counter, Gauge
 
 log = logging.getLogger("toolshare.admission")
 # An AdmissionReview carries the object and the old one; a stored object is at most 1.5 MiB.
@@ -40,6 +41,10 @@ CERT_CHECK_SECONDS = 60.0
 # The name the API server's webhook client certificate carries unless told otherwise: the local
 # control plane's (toolshare.local.controlplane.cluster), the chart's and docs/admission.md's.
 DEFAULT_CLIENT_NAME = "kube-apiserver-webhook-client"
+CLIENT_AUTH = Gauge("toolshare_webhook_client_auth", "1 when the admission webhooks answer only an allowed "
+                    "client certificate (--webhook-client-ca), 0 when anyone reaching the port is answered.")
+CALLERS_REFUSED = Counter("toolshare_webhook_callers_refused_total", "Webhook requests refused for their "
+                          "client certificate (from the client CA, naming no allowed client).")
 
 
 class Refused(Exception):
@@ -156,6 +161,7 @@ def application(hooks: Hooks, client_names: frozenset[str] = frozenset()) -> web
         transport = request.transport
         problem = client_problem(transport.get_extra_info("peercert") if transport else None, client_names)
         if problem is not None:  # before reading the body: a stranger's review is not even parsed
+            CALLERS_REFUSED.inc()
             log.warning("admission webhooks: refused a caller from %s: %s", request.remote, problem)
             raise web.HTTPForbidden(reason=problem)
         hook_id = request.match_info["hook"]
@@ -236,6 +242,7 @@ class Server:
         await web.TCPSite(self._runner, self.addr or None, self.port, ssl_context=context,
                           reuse_address=True).start()
         log.info("admission webhooks listening on https://%s:%d", self.addr or "*", self.port)
+        CLIENT_AUTH.set(1 if self.client_ca is not None else 0)
         if self.client_ca is None:
             log.warning("admission webhooks: callers are not authenticated (no client CA): whoever reaches "
                         "port %d can ask for decisions (docs/security.md, the webhook port)", self.port)
