@@ -21,7 +21,7 @@ from toolshare.client.kube import ApiError, Kube
 from toolshare.conditions import contains, set_condition
 from toolshare.policy import Policy
 from toolshare.settings import Settings
-from toolshare.state.cache import CACHE, project
+from toolshare.state.cache import CACHE, project_owned
 
 log = logging.getLogger("toolshare.reconcile")
 
@@ -94,8 +94,9 @@ class Written:
         return obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"], ""
 
     def remember(self, obj: Mapping) -> None:
+        """`obj` is a write's answer, handed over: kept without a copy (project_owned)."""
         key = self.key(obj)
-        self.objects[key] = project(obj)
+        self.objects[key] = project_owned(obj)
         self._at[key] = time.monotonic()
         if len(self.objects) >= self._sweep_at:
             self.sweep()
