@@ -163,9 +163,12 @@ def _webhook_client(pki_dir: Path) -> Path:
 
 def webhook_client_env(directory: Path) -> dict[str, str]:
     """What an operator serving this control plane's admission webhooks is started with: answer
-    only the API server's client certificate (server.py). Empty for a directory without one."""
+    only the API server's client certificate (server.py). Empty when its API server was started
+    without one (a directory brought up by an older Toolshare and still running)."""
+    state = State.load(directory)
+    argv = (state.argv.get("kube-apiserver") if state else None) or []
     ca = directory / "pki" / f"{WEBHOOK_CLIENT_CA}.crt"
-    if not ca.exists():
+    if not ca.exists() or not any(a.startswith("--admission-control-config-file=") for a in argv):
         return {}
     return {"TOOLSHARE_WEBHOOK_CLIENT_CA": str(ca), "TOOLSHARE_WEBHOOK_CLIENT_NAMES": server.DEFAULT_CLIENT_NAME}
 
