@@ -7,7 +7,6 @@ manager hosts controllers and webhooks).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import kopf
@@ -71,13 +70,14 @@ def register() -> None:
 
 def run_operator(verbose: bool = False,
                  liveness_endpoint: str | None = None, log_format: str = "text") -> None:
+    from toolshare import eventloop
     from toolshare.logs import configure
 
     configure(log_format, verbose)
     decide_child_kinds()  # before the handlers are imported
     register()
 
-    asyncio.run(kopf.operator(
+    eventloop.run(kopf.operator(
         clusterwide=True,  # the controller's reflectors watch the whole cluster; kopf itself watches nothing
         standalone=True,  # one replica (Deployment strategy Recreate); no peering objects needed
         liveness_endpoint=liveness_endpoint,

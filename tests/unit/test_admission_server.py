@@ -2,7 +2,8 @@
 
 The hooks' decisions are tested on the cluster (tests/integration/test_admission.py and others);
 here, what the transport adds: the answer's shape, JSON patches, refusals with their codes, a
-hook that fails, malformed or misrouted reviews, and the served TLS endpoint.
+hook that fails, malformed or misrouted reviews, and the served TLS endpoint — served on the
+operator's event loop (toolshare.eventloop), whose TLS is not asyncio's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jsonpatch
 import pytest
 from prometheus_client import REGISTRY
 
+from toolshare import eventloop
 from toolshare.admission import server, webhooks
 from toolshare.admission.certs import ensure_certs
 from toolshare.admission.server import Refused, Review
@@ -148,7 +150,7 @@ def test_the_server_answers_over_tls_refuses_garbage_and_unknown_hooks(tmp_path)
         finally:
             await srv.stop()
 
-    answer, garbage, unknown = asyncio.run(scenario())
+    answer, garbage, unknown = eventloop.run(scenario())
     assert answer["response"]["allowed"] is True
     assert patched({"metadata": {"annotations": {}}}, answer)["metadata"]["annotations"] == {"a/b~c": "1"}
     assert (garbage, unknown) == (400, 404)
@@ -190,7 +192,7 @@ def test_a_renewed_certificate_is_served_and_a_new_ca_reconfigures(tmp_path):
         finally:
             await srv.stop()
 
-    before, after = asyncio.run(scenario())
+    before, after = eventloop.run(scenario())
     assert before and after
     assert seen_ca[-1] == other_ca.read_bytes()
 
@@ -242,7 +244,7 @@ def test_with_a_client_ca_only_the_named_client_is_answered(tmp_path):
             await srv.stop()
 
     refused = REGISTRY.get_sample_value("toolshare_webhook_callers_refused_total")
-    anonymous, alice, stranger, apiserver = asyncio.run(scenario())
+    anonymous, alice, stranger, apiserver = eventloop.run(scenario())
     assert isinstance(anonymous, str) and isinstance(stranger, str)  # refused in the handshake
     assert (alice, apiserver) == (403, 200)
     assert decided == ["alice"]  # the review's user, asked about once: by the allowed client
@@ -279,7 +281,7 @@ def test_a_replaced_client_ca_is_no_longer_trusted(tmp_path):
         finally:
             await srv.stop()
 
-    (old_before, new_before), (old_after, new_after) = asyncio.run(scenario())
+    (old_before, new_before), (old_after, new_after) = eventloop.run(scenario())
     assert old_before == 200 and isinstance(new_before, str)
     assert isinstance(old_after, str) and new_after == 200
 

@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
@@ -103,7 +103,7 @@ def answer(review: Mapping, allowed: bool, patch: list[dict] | None = None, mess
     response: dict = {"uid": (review.get("request") or {}).get("uid", ""), "allowed": allowed}
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode("ascii")
+        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode("ascii")
     if not allowed:
         response["status"] = {"code": code or 403, "message": message}
     return {"apiVersion": review.get("apiVersion") or "admission.k8s.io/v1",
@@ -168,10 +168,10 @@ def application(hooks: Hooks, client_names: frozenset[str] = frozenset()) -> web
         if hook_id not in hooks:
             raise web.HTTPNotFound(reason=f"no admission hook {hook_id!r}")
         try:
-            review = json.loads(await request.read())
+            review = orjson.loads(await request.read())
             if not isinstance(review, Mapping):
                 raise ValueError("not an object")
-            return web.json_response(await decide(hooks, hook_id, review))
+            return web.Response(body=orjson.dumps(await decide(hooks, hook_id, review)), content_type="application/json")
         except ValueError as e:  # malformed JSON or review: the API server applies failurePolicy (Fail)
             raise web.HTTPBadRequest(reason=f"malformed AdmissionReview: {str(e)[:200]}") from e
 

@@ -15,13 +15,13 @@ hand-offs were made cheap (BENCHMARKS.md). In the loop there is nothing to hand 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
 import kubernetes
+import orjson
 import prometheus_client
 
 from toolshare.client.config import ApiConfig
@@ -58,7 +58,7 @@ class ApiError(Exception):
         User "bob" cannot list ...`, `admission webhook ... denied the request: ...`), else the
         HTTP status and the start of the body."""
         try:
-            message = json.loads(self.body).get("message")
+            message = orjson.loads(self.body).get("message")
         except (ValueError, AttributeError):
             message = None
         text = message or (f"HTTP {self.status}: {self.body[:300]}" if self.status else self.body[:300])
@@ -107,7 +107,7 @@ class Kube:
         data = resp.read()
         if not 200 <= resp.status < 300:
             raise ApiError(resp.status, data.decode(errors="replace") if data else "")
-        return json.loads(data) if data else {}
+        return orjson.loads(data) if data else {}
 
     def _aiohttp(self) -> aiohttp.ClientSession:
         """One keep-alive session per event loop (tests run several loops in one process)."""
@@ -127,14 +127,14 @@ class Kube:
         headers = {**self._api.headers(), "Content-Type": content_type}
         try:
             async with session.request(method, self._api.host + path, params=query or None, headers=headers,
-                                       data=None if body is None else json.dumps(body),
+                                       data=None if body is None else orjson.dumps(body),
                                        timeout=WRITE_TIMEOUT) as resp:
                 status, data = resp.status, await resp.read()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             raise ApiError(0, f"API server unreachable: {e!r}") from e
         if not 200 <= status < 300:
             raise ApiError(status, data.decode(errors="replace") if data else "")
-        return json.loads(data) if data else {}
+        return orjson.loads(data) if data else {}
 
     # Each write is described once (method, path, body, query, content type, kind) and sent by
     # either face: `apply`/`aapply`, `merge_patch_status`/`amerge_patch_status`, `delete`/`adelete`.

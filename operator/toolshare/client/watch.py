@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlencode
 
 import aiohttp
+import orjson
 
 from toolshare.client.config import ApiConfig
 
@@ -104,7 +104,7 @@ class Reflector:
             if resp.status != 200:
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
                                                   message=(await resp.text())[:300])
-            body = await resp.json()
+            body = orjson.loads(await resp.read())
         self.on_replace(body.get("items") or [])
         self.resource_version = body["metadata"]["resourceVersion"]
         self.lists += 1
@@ -122,7 +122,7 @@ class Reflector:
                                                   message=(await resp.text())[:300])
             while line := await resp.content.readline(max_line_length=self.max_event_bytes):
                 if line.strip():
-                    handled = self._handle(json.loads(line))
+                    handled = self._handle(orjson.loads(line))
                     if handled is not None:
                         await handled
 

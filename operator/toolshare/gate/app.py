@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from toolshare import access, grant, model
+from toolshare import access, eventloop, grant, model
 from toolshare.client.config import ApiConfig
 from toolshare.gate import csrf, forms, metrics, owner, verdict
 from toolshare.gate.guards import Guards
@@ -493,6 +493,6 @@ def run_gate(config: GateConfig, listen: tuple[str, int], ops_listen: tuple[str,
 
     configure(log_format)
     try:
-        asyncio.run(serve(config, listen, ops_listen))
+        eventloop.run(serve(config, listen, ops_listen))
     except KeyboardInterrupt:
         pass

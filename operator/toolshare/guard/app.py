@@ -30,7 +30,7 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from toolshare import grant
+from toolshare import eventloop, grant
 from toolshare.guard.config import GuardConfig, GuardEndpoint
 
 log = logging.getLogger("toolshare.guard")
@@ -309,7 +309,7 @@ def main(env=os.environ) -> int:
         print(f"toolshare guard: {e}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(Guard(config).serve())
+        eventloop.run(Guard(config).serve())
     except KeyboardInterrupt:
         pass
     return 0
