@@ -11,10 +11,13 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from toolshare import access, model, podtemplate, render
 from toolshare.client.kube import ApiError, Kube
@@ -36,8 +39,23 @@ AUTH_KINDS = ("Middleware", "SecurityPolicy")
 ROUTE_CHILD_KINDS = frozenset(ROUTE_KINDS + AUTH_KINDS)
 
 
+# Where orjson's canonical JSON may differ from the stdlib's: non-ASCII and DEL (which the stdlib
+# escapes), and small floats (1e-05 against 0.00001). Matches inside strings only cost the fallback.
+_NOT_STDLIB_BYTES = re.compile(rb"[0-9]e-|0\.0000|[\x7f-\xff]")
+
+
 def render_hash(obj: Mapping) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    """The hash stamped on a child (ANN_HASH), of its canonical JSON as the stdlib writes it (sorted
+    keys, no spaces, non-ASCII escaped). orjson writes the same bytes five times faster except where
+    _NOT_STDLIB_BYTES finds a difference possible; then the stdlib does, so every stamped hash stays
+    as it was (tests/unit/test_render_hash.py)."""
+    try:
+        text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # what orjson will not write (a non-string key, an integer beyond 64 bits)
+        text = None
+    if text is None or _NOT_STDLIB_BYTES.search(text):
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def owner_reference(run: Mapping) -> dict:
