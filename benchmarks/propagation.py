@@ -381,7 +381,8 @@ async def bare_list(k: KClient, page: int = 500) -> float:
     return time.monotonic() - started
 
 
-async def reconciles(port: int) -> float:
+async def operator_metric(port: int, series: str) -> float:
+    """One series of the operator's /metrics (0 if absent, -1 if the operator does not answer)."""
     import urllib.request
 
     def get():
@@ -390,10 +391,14 @@ async def reconciles(port: int) -> float:
                 text = r.read().decode()
         except OSError:
             return -1.0
-        m = re.search(r'^toolshare_reconciles_total\{kind="ToolRun",result="ok"\} (\S+)$', text, re.M)
+        m = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
         return float(m.group(1)) if m else 0.0
 
     return await asyncio.to_thread(get)
+
+
+async def reconciles(port: int) -> float:
+    return await operator_metric(port, 'toolshare_reconciles_total{kind="ToolRun",result="ok"}')
 
 
 def profiler(proc: Proc, directory: str | None, name: str) -> subprocess.Popen | None:
@@ -411,6 +416,9 @@ def stop_profiler(spy: subprocess.Popen | None) -> None:
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
+
+
+HANDSHAKES = "toolshare_webhook_tls_handshakes_total"
 
 
 def operator_argv(metrics_port: int) -> list[str]:
@@ -496,6 +504,8 @@ async def bench(args) -> dict:
                 held = await tokens_held(k) if revoke else None
                 before = await settle(k)
                 cpu0, cp0, hooks0 = proc.cpu_seconds(), control_plane_cpu(state), await webhook_seconds(k)
+                # Connections the API server opened to the webhooks (each a TLS handshake on both sides).
+                shakes0 = await operator_metric(port, HANDSHAKES) if proc is op else 0.0
                 t0 = time.monotonic()
                 spy = profiler(proc, args.profile, f"{'floor' if proc is not op else 'operator'}-{tag}")
                 prop = await propagate(k, args.runs, rate, args.duration, tag, held=held)
@@ -517,6 +527,8 @@ async def bench(args) -> dict:
                            n: round((v - idle.get(n, 0.0) * seconds) * 1000 / max(prop["changes"], 1), 2)
                            for n, v in cp.items()},
                        "webhook_calls": webhook_calls(hooks, hooks0), "webhook_call_mean_ms": webhook_means(hooks, hooks0)}
+                if proc is op:
+                    out["webhook_tls_handshakes"] = int(await operator_metric(port, HANDSHAKES) - shakes0)
                 say(f"  p99 {out['p99_ms']} ms, {out['sustained_per_s']}/s")
                 return out
 

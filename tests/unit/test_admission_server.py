@@ -146,11 +146,20 @@ def test_the_server_answers_over_tls_refuses_garbage_and_unknown_hooks(tmp_path)
                     garbage = r.status
                 async with session.post(f"{url}/nope", json=review(obj=SHARE), ssl=context) as r:
                     unknown = r.status
-            return answer, garbage, unknown
+            kept_alive = handshakes() - before
+            async with aiohttp.ClientSession() as session:  # a new connection: one more handshake
+                async with session.post(f"{url}/h", json=review(obj=SHARE), ssl=context) as r:
+                    assert r.status == 200
+            return answer, garbage, unknown, kept_alive, handshakes() - before
         finally:
             await srv.stop()
 
-    answer, garbage, unknown = eventloop.run(scenario())
+    def handshakes() -> float:
+        return REGISTRY.get_sample_value("toolshare_webhook_tls_handshakes_total") or 0.0
+
+    before = handshakes()
+    answer, garbage, unknown, kept_alive, both = eventloop.run(scenario())
+    assert (kept_alive, both) == (1, 2)  # three calls on one kept-alive connection are one handshake
     assert answer["response"]["allowed"] is True
     assert patched({"metadata": {"annotations": {}}}, answer)["metadata"]["annotations"] == {"a/b~c": "1"}
     assert (garbage, unknown) == (400, 404)

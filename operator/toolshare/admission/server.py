@@ -45,6 +45,8 @@ CLIENT_AUTH = Gauge("toolshare_webhook_client_auth", "1 when the admission webho
                     "client certificate (--webhook-client-ca), 0 when anyone reaching the port is answered.")
 CALLERS_REFUSED = Counter("toolshare_webhook_callers_refused_total", "Webhook requests refused for their "
                           "client certificate (from the client CA, naming no allowed client).")
+HANDSHAKES = Counter("toolshare_webhook_tls_handshakes_total", "TLS handshakes begun on the webhook port: a "
+                     "count that grows with the calls means the API server opens a connection per call.")
 
 
 class Refused(Exception):
@@ -230,6 +232,7 @@ class Server:
     def _pick(self, sslobj: ssl.SSLObject, server_name: str | None, listening: ssl.SSLContext) -> None:
         """Each handshake takes the newest context (called with or without SNI): a context's trust
         store only grows in place, so a client CA that was replaced is dropped by swapping."""
+        HANDSHAKES.inc()
         if self._context is not listening:
             sslobj.context = self._context
 
