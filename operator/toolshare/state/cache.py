@@ -109,10 +109,10 @@ def _projection(obj: Mapping, copied: Callable) -> dict:
     return out
 
 
-# Packed projections are JSON (orjson: parsed twice as fast as a pickle, read on every view.get),
-# then deflated against a preset dictionary of what Toolshare's objects have in common (the keys
-# and the usual values), which takes them from about 1,300 to about 130 bytes each: at 10,000 runs,
-# 10 MB instead of 60 MB. The samples only tune the compression; any object packs and unpacks the same.
+# Packed projections are JSON (orjson: 6.6 µs to parse one against a pickle's 11.4, and every
+# view.get parses), then deflated against a preset dictionary of what Toolshare's objects have in
+# common (the keys and the usual values): the samples below go from about 1,300 bytes to under
+# 100. The samples only tune the compression; any object packs and unpacks the same.
 _UID = "00000000-0000-0000-0000-000000000000"
 _META = {"name": "r", "namespace": "ns", "uid": _UID, "resourceVersion": "1", "generation": 1,
          "creationTimestamp": "2026-01-01T00:00:00Z",
