@@ -108,17 +108,67 @@ def test_a_paged_relist_says_what_changed_came_or_went():
     assert c.view("by_ns").get("b") == []
 
 
-def test_prefetched_pages_arrive_in_order_and_a_failed_fetch_is_raised_in_its_place():
-    from toolshare.state.cache import prefetched
+def test_interleaved_lists_keep_each_kinds_page_order_and_a_failed_fetch_is_raised_in_its_place():
+    import threading
 
-    assert list(prefetched(iter([[1], [2, 3], []]))) == [[1], [2, 3], []]
+    from toolshare.state.cache import interleaved
+
+    streams = {kind: iter([[f"{kind}{i}"] for i in range(20)]) for kind in "abcde"}
+    got = list(interleaved(streams, width=3, depth=2))
+    for kind in "abcde":
+        assert [items for k, items in got if k == kind] == [[f"{kind}{i}"] for i in range(20)]
+    assert len(got) == 100
+
+    before = threading.active_count()
+    started = threading.Event()
 
     def failing():
-        yield [1]
+        yield ["x0"]
         raise ConnectionError("API server away")
+
+    def endless():
+        started.set()
+        while True:
+            yield ["y"]
 
     got = []
     with pytest.raises(ConnectionError, match="away"):
-        for items in prefetched(failing()):
-            got.append(items)
-    assert got == [[1]]
+        for kind, items in interleaved({"x": failing(), "y": endless()}, width=2, depth=1):
+            got.append((kind, items))
+    assert ("x", ["x0"]) in got and started.is_set()
+    # The thread still fetching the other kind stops at its next page instead of blocking forever.
+    for thread in threading.enumerate():
+        if thread.name == "list-pages":
+            thread.join(timeout=5)
+    assert threading.active_count() == before
+
+
+def test_the_start_up_burst_pauses_the_collector_then_freezes_what_lives_and_restores_it():
+    import gc
+    import weakref
+
+    from toolshare.state.cache import collector_paused
+
+    class Node:
+        pass
+
+    gc.unfreeze()
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            with pytest.raises(RuntimeError), collector_paused():
+                assert not gc.isenabled()
+                kept = Node()
+                garbage = Node()
+                garbage.self = garbage  # a cycle left by start-up: collected, not frozen
+                collected = weakref.ref(garbage)
+                del garbage
+                frozen = gc.get_freeze_count()
+                raise RuntimeError("a failed LIST")
+            assert gc.isenabled() is enabled  # restored, even after a failure
+            assert collected() is None
+            assert gc.get_freeze_count() > frozen  # `kept` among them: later collections skip it
+            assert not any(o is kept for o in gc.get_objects())
+    finally:
+        gc.enable()
+        gc.unfreeze()

@@ -41,7 +41,21 @@ ROUTE_CHILD_KINDS = frozenset(ROUTE_KINDS + AUTH_KINDS)
 
 # Where orjson's canonical JSON may differ from the stdlib's: non-ASCII and DEL (which the stdlib
 # escapes), and small floats (1e-05 against 0.00001). Matches inside strings only cost the fallback.
+# The definition; _maybe_not_stdlib answers the same question ten times faster (the regex, with no
+# literal to skip ahead by, was 24 of render_hash's 27 us; tests/unit/test_render_hash.py).
 _NOT_STDLIB_BYTES = re.compile(rb"[0-9]e-|0\.0000|[\x7f-\xff]")
+
+
+def _maybe_not_stdlib(text: bytes) -> bool:
+    """Whether _NOT_STDLIB_BYTES matches `text`."""
+    if not text.isascii() or b"\x7f" in text or b"0.0000" in text:
+        return True
+    at = text.find(b"e-", 1)
+    while at != -1:
+        if 48 <= text[at - 1] <= 57:  # a digit before the "e-"
+            return True
+        at = text.find(b"e-", at + 2)
+    return False
 
 
 def render_hash(obj: Mapping) -> str:
@@ -53,7 +67,7 @@ def render_hash(obj: Mapping) -> str:
         text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # what orjson will not write (a non-string key, an integer beyond 64 bits)
         text = None
-    if text is None or _NOT_STDLIB_BYTES.search(text):
+    if text is None or _maybe_not_stdlib(text):
         text = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(text).hexdigest()[:16]
 

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from toolshare import model
 from toolshare.images import parse_image
 from toolshare.settings import ENVOY_GATEWAY, EXTERNAL_AUTH, TRAEFIK, Settings
-from toolshare.state.cache import CACHE, Source, limit_malloc_arenas, list_pages, prefetched, release_memory
+from toolshare.state.cache import (CACHE, Source, collector_paused, interleaved, limit_malloc_arenas, list_pages,
+                                   release_memory)
 
 log = logging.getLogger("toolshare.state")
 API_VERSION = model.API_VERSION
@@ -283,14 +284,17 @@ def fill(kube) -> dict[str, str]:
     kinds = [("toolruns", API_VERSION, "ToolRun"), ("runshares", API_VERSION, "RunShare"),
              ("imageshares", API_VERSION, "ImageShare")]
     kinds += [(plural, api_version, kind) for api_version, kind, plural, _ in ACTIVE_CHILD_KINDS]
-    counts, versions = {}, {}
     limit_malloc_arenas()  # before the write threads start
-    for plural, api_version, kind in kinds:
-        # Page by page: at 10,000 runs a whole LIST of Pods alone is 140 MB of parsed JSON.
-        listed: dict = {}
-        counts[plural] = sum(CACHE.fill(plural, items) for items in
-                             prefetched(list_pages(kube, CACHE.sources[plural], api_version, kind, listed=listed)))
-        versions[plural] = listed.get("resourceVersion", "")
+    # Page by page (at 10,000 runs a whole LIST of Pods alone is 140 MB of parsed JSON), several
+    # kinds at once; every kind is stored by this thread alone.
+    listed: dict[str, dict] = {plural: {} for plural, _, _ in kinds}
+    streams = {plural: list_pages(kube, CACHE.sources[plural], api_version, kind, listed=listed[plural])
+               for plural, api_version, kind in kinds}
+    counts = dict.fromkeys(streams, 0)
+    with collector_paused():
+        for plural, items in interleaved(streams):
+            counts[plural] += CACHE.fill(plural, items)
+    versions = {plural: listed[plural].get("resourceVersion", "") for plural in streams}
     release_memory()
     log.info("cache filled in %.1fs: %s", time.monotonic() - started, counts)
     return versions
