@@ -57,3 +57,33 @@ def test_a_failing_reconcile_does_not_stop_the_others():
         assert done == ["ok"]
 
     asyncio.run(scenario())
+
+
+def test_a_burst_of_reconciles_that_never_wait_still_lets_the_loop_serve_others():
+    """A restart queues every run at once and most have nothing to write: the admission webhooks
+    must still get the loop during the burst, not only after it."""
+    import time
+
+    async def scenario():
+        q = WorkQueue(workers=2)
+        done = []
+
+        def work(i):
+            async def run():
+                time.sleep(0.001)  # a reconcile's CPU, never awaiting
+                done.append(i)
+            return run
+
+        async def webhook():
+            await asyncio.sleep(0.01)
+            return len(done)
+
+        served = asyncio.ensure_future(webhook())
+        for i in range(1000):
+            q.add(("run", "ns", f"r{i}"), work(i))
+        seen = await served
+        while q.running:
+            await asyncio.sleep(0.01)
+        assert seen < 1000 and len(done) == 1000
+
+    asyncio.run(scenario())

@@ -33,6 +33,11 @@ class WorkQueue:
         self.tasks: set[asyncio.Task] = set()
         self.trim: asyncio.TimerHandle | None = None
         self.trim_after = 3.0
+        # A reconcile with nothing to write never waits, so a burst of them (a restart's 20,000
+        # at 10,000 runs, seconds of work) would hold the event loop throughout: the admission
+        # webhooks, which start after the burst is queued, could not answer. Workers hand the loop
+        # over at least this often.
+        self.hold_at_most = 0.05
 
     def add(self, key: tuple, work: Work) -> None:
         if self.trim is not None:
@@ -49,8 +54,15 @@ class WorkQueue:
             task.add_done_callback(self.tasks.discard)
 
     async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        held_since = loop.time()
         try:
             while self.pending:
+                if loop.time() - held_since > self.hold_at_most:
+                    await asyncio.sleep(0)
+                    held_since = loop.time()
+                    if not self.pending:
+                        break
                 key, work = self.pending.popitem(last=False)
                 self.active.add(key)
                 try:
