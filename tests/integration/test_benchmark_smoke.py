@@ -35,3 +35,16 @@ def test_propagation_benchmark_completes_and_reports(tmp_path):
     # The contract floor made exactly the contract's writes: an Ingress apply and a run status per change.
     assert result["contract_floor"]["writes"] == {"APPLY ingresses": 20, "PATCH toolruns/status": 20}, result["contract_floor"]
     assert set(result["apiserver_cpu_ratio_to_contract_floor"]) == {"add", "revoke"}
+
+
+def test_restart_benchmark_completes_and_reports(tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.restart", "--runs", "5", "--repeat", "2",
+                           "--timeout", "120", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert len(result["restarts"]) == 2
+    for r in result["restarts"]:
+        assert r["writes"] == {}, r  # a restart over unchanged runs writes nothing
+        assert r["restart_seconds"] > 0 and r["bare_list_seconds"] > 0 and r["cpu_seconds"] > 0, r
+    assert set(result["median_by_code"]) == set(result["code"])
