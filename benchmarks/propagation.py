@@ -462,8 +462,13 @@ async def start_floor(kubeconfig: str, log: Path, env: dict, *flags: str) -> Pro
     return floor
 
 
-async def bench(args) -> dict:
-    directory = Path(tempfile.mkdtemp(prefix="toolshare-bench-"))
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+
+
+def control_plane(directory: Path):
+    """A local control plane in `directory` with the CRDs: (its state, kubeconfig path, the
+    environment the operator runs with)."""
     bins = ensure_binaries()
     state = cluster.up(directory, bins, log=lambda *_: None)
     kubeconfig = str(directory / "kubeconfig")
@@ -471,9 +476,13 @@ async def bench(args) -> dict:
     env = {**os.environ, "KUBECONFIG": kubeconfig,
            "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{cluster.free_port()}",
            "TOOLSHARE_WEBHOOK_CERT_DIR": str(directory / "webhook"), **cluster.webhook_client_env(directory)}
-    result: dict = {"runs": args.runs, "rate": args.rate, "duration": args.duration,
-                    "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-                               f"Python {platform.python_version()}"}
+    return state, kubeconfig, env
+
+
+async def bench(args) -> dict:
+    directory = Path(tempfile.mkdtemp(prefix="toolshare-bench-"))
+    state, kubeconfig, env = control_plane(directory)
+    result: dict = {"runs": args.runs, "rate": args.rate, "duration": args.duration, "machine": machine()}
     try:
         async with KClient(kubeconfig) as k:
             port = cluster.free_port()

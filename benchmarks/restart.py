@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,11 +25,10 @@ import time
 from pathlib import Path
 
 from benchmarks.kclient import KClient
-from benchmarks.propagation import (Proc, bare_list, create_runs, diff, emit, operator_argv, profiler, reconciles, say,
-                                    settle, stop_profiler, wait_ingresses, wait_webhooks, writes)
+from benchmarks.propagation import (Proc, bare_list, control_plane, create_runs, diff, emit, machine, operator_argv,
+                                    profiler, reconciles, say, settle, stop_profiler, wait_ingresses, wait_webhooks,
+                                    writes)
 from toolshare.local.controlplane import cluster
-from toolshare.local.controlplane.binaries import ensure_binaries
-from toolshare.local.dev import install_crds
 
 
 def code_env(env: dict, root: Path) -> dict:
@@ -63,17 +61,9 @@ async def restart(k: KClient, env: dict, port: int, runs: int, log: Path, timeou
 
 async def bench(args) -> dict:
     directory = Path(tempfile.mkdtemp(prefix="toolshare-bench-"))
-    bins = ensure_binaries()
-    cluster.up(directory, bins, log=lambda *_: None)
-    kubeconfig = str(directory / "kubeconfig")
-    install_crds(bins, directory / "kubeconfig")
-    env = {**os.environ, "KUBECONFIG": kubeconfig,
-           "TOOLSHARE_WEBHOOK_LISTEN": f"127.0.0.1:{cluster.free_port()}",
-           "TOOLSHARE_WEBHOOK_CERT_DIR": str(directory / "webhook"), **cluster.webhook_client_env(directory)}
+    _, kubeconfig, env = control_plane(directory)
     roots = [Path(c).resolve() for c in args.code] or [Path(__file__).resolve().parent.parent]
-    result: dict = {"runs": args.runs, "code": [str(r) for r in roots],
-                    "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-                               f"Python {platform.python_version()}", "restarts": []}
+    result: dict = {"runs": args.runs, "code": [str(r) for r in roots], "machine": machine(), "restarts": []}
     try:
         async with KClient(kubeconfig) as k:
             port = cluster.free_port()

@@ -61,7 +61,7 @@ class WorkQueue:
                 if loop.time() - held_since > self.hold_at_most:
                     await asyncio.sleep(0)
                     held_since = loop.time()
-                    if not self.pending:
+                    if not self.pending:  # emptied by the others meanwhile
                         break
                 key, work = self.pending.popitem(last=False)
                 self.active.add(key)

@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import queue
 import sys
 import threading
 from collections import defaultdict
@@ -455,9 +456,6 @@ def interleaved(streams: Mapping, width: int = 3, depth: int = 2) -> Iterator[tu
     LISTs side by side, on both cores, instead of one after the other. Each stream's pages come in
     its order, at most `depth` wait at once, and a failed fetch is raised here. When the caller
     stops early (a failure), the fetching threads stop at their next page."""
-    import queue
-    import threading
-
     handoff: queue.Queue = queue.Queue(maxsize=depth)
     todo = list(streams.items())[::-1]
     stop = threading.Event()
