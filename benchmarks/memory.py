@@ -9,6 +9,12 @@ operator as in production (`python -m toolshare.cli.main operator`, its own proc
 Ingress exists and the writes have settled, and reports its RSS (and peak RSS). Then it restarts
 the operator on the unchanged cluster, waits until every run was reconciled, and reports the RSS
 again (the steady state of a restarted operator: the cache filled by LIST, kopf's watches).
+Last, with the operator stopped, it starts the gate (`python -m toolshare.cli.main gate`, its own
+process) `--gate-starts` times on the same cluster and reports, for each start, the time until
+/readyz answers (every watched kind listed into its memory: it decides from the N runs and N shares
+from then on), its CPU until then, its RSS once ready and idle, and its peak RSS. `--gate-code DIR`
+(repeatable) runs the gate from those checkouts in turn; `--gate-only` with a kept `--dir` skips
+the operator.
 
 `--dir DIR` keeps the control plane (and its objects) in DIR and reuses it on the next call, so a
 code change can be measured without creating 10,000 runs again (`--down` stops it at the end).
@@ -28,9 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
+
 from benchmarks.kclient import KClient
-from benchmarks.propagation import Proc, cpu_of, emit, reconciles, say, settle
+from benchmarks.propagation import Proc, code_env, cpu_of, emit, reconciles, say, settle
 from toolshare.access import ANN_SHARED_BY, ANN_SHARED_BY_GROUPS
+from toolshare.local import services
 from toolshare.local.controlplane import cluster
 from toolshare.local.controlplane.binaries import ensure_binaries
 from toolshare.local.dev import install_crds
@@ -101,6 +110,7 @@ async def wait_ingresses(k: KClient, n: int, timeout: float, op: Proc) -> float:
 
 
 def peak_mb(proc: Proc) -> float:
+    """The process's peak RSS (VmHWM) so far."""
     for line in Path(f"/proc/{proc.p.pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -147,6 +157,42 @@ def trace_report(path: Path, top: int = 30) -> str:
     return "\n".join(lines)
 
 
+async def gate_starts(kubeconfig: Path, directory: Path, env: dict, starts: int, idle: float,
+                      timeout: float, codes: list[Path]) -> list[dict]:
+    """Start the gate `starts` times per code tree (alternating) on the cluster as it is; per
+    start: seconds to ready, CPU seconds to ready, RSS after `idle` s ready, peak RSS. Its
+    oauth2-proxy is never asked (no request comes in), so it points nowhere."""
+    svc = services.gate(kubeconfig, "http://127.0.0.1:9/oauth2/auth", directory)
+    out = []
+    async with aiohttp.ClientSession() as http:
+        for start in range(starts * len(codes)):
+            code = codes[start % len(codes)]
+            t = time.monotonic()
+            gate = Proc(svc.argv, directory / "gate.log", code_env(env, code))
+            try:
+                while True:
+                    if gate.p.poll() is not None:
+                        raise RuntimeError(f"the gate exited ({gate.p.returncode}): see {directory / 'gate.log'}")
+                    if time.monotonic() - t > timeout:
+                        raise TimeoutError(f"the gate was not ready in {timeout}s")
+                    try:
+                        async with http.get(f"{svc.ops_url}/readyz") as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.05)
+                one = {"code": str(code), "ready_seconds": round(time.monotonic() - t, 2), "cpu_seconds_to_ready": round(gate.cpu_seconds(), 2)}
+                await asyncio.sleep(idle)
+                one.update(rss_mb=round(gate.rss_mb(), 1), peak_rss_mb=round(peak_mb(gate), 1))
+                say(f"gate ({code.name}) ready in {one['ready_seconds']}s ({one['cpu_seconds_to_ready']}s CPU); RSS {one['rss_mb']} MB "
+                    f"(peak {one['peak_rss_mb']} MB)")
+                out.append(one)
+            finally:
+                gate.stop()
+    return out
+
+
 async def bench(args) -> dict:
     directory = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="toolshare-mem-"))
     directory.mkdir(parents=True, exist_ok=True)
@@ -171,6 +217,11 @@ async def bench(args) -> dict:
                     await k.request("DELETE", f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations/toolshare.dev")
                 except RuntimeError:
                     pass
+            codes = [Path(c).resolve() for c in args.gate_code] or [Path(__file__).resolve().parent.parent]
+            if args.gate_only:
+                result["gate"] = await gate_starts(Path(kubeconfig), directory, env, args.gate_starts, args.idle,
+                                                   args.timeout, codes)
+                return result
             t = time.monotonic()
             say(f"creating {args.runs} runs and shares (as admin, no webhooks)")
             result["created"] = await create_runs(k, args.runs)
@@ -219,6 +270,9 @@ async def bench(args) -> dict:
                     await asyncio.sleep(0.5)
                 result["trace"] = str(trace)
                 print(trace_report(trace), file=sys.stderr)
+            op.stop()
+            result["gate"] = await gate_starts(Path(kubeconfig), directory, env, args.gate_starts, args.idle,
+                                               args.timeout, codes)
     finally:
         if op is not None:
             op.stop()
@@ -239,6 +293,10 @@ def main(argv=None) -> int:
     p.add_argument("--idle", type=float, default=5.0, help="seconds idle after the restart before measuring")
     p.add_argument("--idle-window", type=float, default=30.0,
                    help="seconds over which the restarted operator's idle CPU is measured")
+    p.add_argument("--gate-starts", type=int, default=2, help="times the gate is started per --gate-code")
+    p.add_argument("--gate-code", action="append", default=[],
+                   help="a checkout to run the gate from (repeatable, alternating; default: this one)")
+    p.add_argument("--gate-only", action="store_true", help="with a kept --dir: only the gate's starts")
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)

@@ -401,6 +401,11 @@ async def reconciles(port: int) -> float:
     return await operator_metric(port, 'toolshare_reconciles_total{kind="ToolRun",result="ok"}')
 
 
+def code_env(env: dict, root: Path) -> dict:
+    """The environment that runs a process from `root` (a checkout: root/operator holds toolshare)."""
+    return {**env, "PYTHONPATH": os.pathsep.join([str(root / "operator"), str(root)])}
+
+
 def profiler(proc: Proc, directory: str | None, name: str) -> subprocess.Popen | None:
     """py-spy sampling `proc` into DIR/NAME.txt (collapsed stacks: `sort -t' ' -k2 -n` reads them)."""
     if not directory:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -25,15 +24,10 @@ import time
 from pathlib import Path
 
 from benchmarks.kclient import KClient
-from benchmarks.propagation import (Proc, bare_list, control_plane, create_runs, diff, emit, machine, operator_argv,
+from benchmarks.propagation import (Proc, bare_list, code_env, control_plane, create_runs, diff, emit, machine, operator_argv,
                                     profiler, reconciles, say, settle, stop_profiler, wait_ingresses, wait_webhooks,
                                     writes)
 from toolshare.local.controlplane import cluster
-
-
-def code_env(env: dict, root: Path) -> dict:
-    """The environment that runs the operator from `root` (a checkout: root/operator holds toolshare)."""
-    return {**env, "PYTHONPATH": os.pathsep.join([str(root / "operator"), str(root)])}
 
 
 async def restart(k: KClient, env: dict, port: int, runs: int, log: Path, timeout: float, profile: str | None,

@@ -12,6 +12,13 @@ still answer afterwards. Also: the guard container's memory (the kubelet's summa
 with the connections open, and the latency of one GET straight to the guard's port (with a grant
 the benchmark signs with the gate's key) against the same GET straight to the tool's port: what
 the guard adds per request. Numbers are printed as JSON.
+
+    python -m benchmarks.revoke_close --runs 10000 --connections 1 --connections 100 --rounds 5
+
+first creates N other runs, each shared with bob, in another namespace (their Pods pinned to no
+node, as benchmarks.router_revoke does), and waits until every one of their Ingresses lists bob:
+the operator, the gate and Traefik then hold N more runs while the websockets are closed. Each
+connection count is measured `--rounds` times (a new share each round).
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from pathlib import Path
 import aiohttp
 import kubernetes
 
-from benchmarks.router_revoke import NS, admitting, latency, pod_ip, route_host, start_operator, stop, summary, wait
+from benchmarks.router_revoke import (NS, admitting, background, latency, peak_rss_mb, pod_ip, route_host, start_operator,
+                                      stop, summary, wait)
 from toolshare import grant
 from toolshare.local import services as devservices
 from toolshare.local.controlplane import cluster, node as nodemod
@@ -86,13 +94,16 @@ async def one_round(url: str, host: str, tokens: dict[str, str], n: int, api, sh
         await alice.send_str("still")
         assert (await alice.receive(timeout=10)).data == "alice: still"
         await alice.close()
-        return {"connections": n, "revoke_to_close": summary([e - sent for e in ends]), "guard_memory_open_bytes": memory_open}
+        return {"connections": n, "revoke_to_close": summary([e - sent for e in ends]),
+                "revoke_to_close_s": [e - sent for e in ends], "guard_memory_open_bytes": memory_open}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, action="append", help="open connections per round (repeatable)")
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=0, help="other runs shared with bob, held meanwhile")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per connection count")
     args = parser.parse_args()
     counts = args.connections or [1, 100, 1000]
 
@@ -124,6 +135,7 @@ def main() -> int:
                "spec": {"owner": "alice", "image": catalog.JUPYTERLAB, "command": ["python3", "-c", WEB, RUN, "8888"],
                         "endpoints": [{"name": "lab", "port": 8888, "protocol": "http", "path": "/lab"}]}}
         api.create_namespaced_custom_object(GROUP, VERSION, NS, "toolruns", run)
+        synced = background(kubeconfig, args.runs, "ingress", create=True) if args.runs else None
         host = wait(lambda: route_host(client, "ingress", RUN), 120, "the run's Ingress")
         ip = wait(lambda: pod_ip(client, RUN), 300, "the run's Pod ready (tool and guard)")
         node = kubernetes.client.CoreV1Api(client).list_node().items[0].metadata.name
@@ -143,8 +155,9 @@ def main() -> int:
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, python {platform.python_version()}",
             "request_latency": {"through_guard": summary(latency(through_guard, args.requests)),
                                 "tool_straight": summary(latency(straight, args.requests))},
+            "other_runs": args.runs, "other_runs_synced_s": round(synced, 1) if synced is not None else None,
             "guard_memory_idle_bytes": guard_memory(client, node), "rounds": []}
-        for i, n in enumerate(counts):
+        for i, n in enumerate(c for c in counts for _ in range(args.rounds)):
             share = f"bob-{i}"
             api.create_namespaced_custom_object(GROUP, VERSION, NS, "runshares", {
                 "apiVersion": f"{GROUP}/{VERSION}", "kind": "RunShare", "metadata": {"name": share},
@@ -156,6 +169,12 @@ def main() -> int:
             outcome = asyncio.run(one_round(router.url, host, tokens, n, api, share, lambda: guard_memory(client, node)))
             outcome["guard_memory_after_bytes"] = guard_memory(client, node)
             result["rounds"].append(outcome)
+        result["revoke_to_close_by_connections"] = {
+            n: summary([s for r in result["rounds"] if r["connections"] == n for s in r["revoke_to_close_s"]])
+            for n in counts}
+        for r in result["rounds"]:
+            del r["revoke_to_close_s"]  # summarised above
+        result["peak_rss_mb"] = {"operator": peak_rss_mb(operator.pid), "gate": peak_rss_mb(gate.proc.pid)}
         print(json.dumps(result, indent=2))
     finally:
         if operator is not None:

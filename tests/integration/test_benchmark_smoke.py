@@ -1,4 +1,4 @@
-"""The propagation benchmark, small, so it cannot rot: it completes and reports every number.
+"""The benchmarks, small, so they cannot rot: each completes and reports every number.
 
 Only completion and shape are asserted; the numbers themselves live in BENCHMARKS.md.
 """
@@ -48,3 +48,15 @@ def test_restart_benchmark_completes_and_reports(tmp_path):
         assert r["writes"] == {}, r  # a restart over unchanged runs writes nothing
         assert r["restart_seconds"] > 0 and r["bare_list_seconds"] > 0 and r["cpu_seconds"] > 0, r
     assert set(result["median_by_code"]) == set(result["code"])
+
+
+def test_memory_benchmark_completes_and_reports_the_operator_and_the_gate(tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--runs", "5", "--idle", "0.5", "--idle-window", "1",
+                           "--gate-starts", "1", "--timeout", "120", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["created"] == 5 and result["rss_mb_after_restart"] > 0, result
+    [gate] = result["gate"]
+    assert gate["ready_seconds"] > 0 and gate["rss_mb"] > 0 and gate["peak_rss_mb"] >= gate["rss_mb"], gate

@@ -172,3 +172,17 @@ def test_the_start_up_burst_pauses_the_collector_then_freezes_what_lives_and_res
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def test_a_paged_listing_holds_exactly_what_was_listed_and_leaves_out_what_the_views_cannot_take():
+    c = make()
+    c.put("xs", obj("gone", "gone", 1))
+    c.put("xs", obj("kept", "kept", 2))
+    listing = c.replacing("xs")
+    listing.page([obj("kept", "kept", 2), obj("new", "new", 3)])
+    listing.page([obj("bad", "bad", 4, spec={"ref": {"not": "a name"}})])  # by_ref cannot key on it
+    # Until the last page is in, nothing listed before is dropped.
+    assert sorted(o["metadata"]["name"] for o in c.view("by_ns").get("a")) == ["gone", "kept", "new"]
+    listing.finish()
+    assert sorted(o["metadata"]["name"] for o in c.view("by_ns").get("a")) == ["kept", "new"]
+    assert c.version("bad") == 0 and c.version("gone") == 0

@@ -4,7 +4,10 @@ operator's watches of its children (controller/children.py).
 Credentials come from the kubeconfig (or the in-cluster service account) through the official
 client's config loader; requests are plain aiohttp so one event loop serves checks and watches.
 A watch resumes from the last resourceVersion (bookmarks keep it fresh); 410 Gone means the
-server no longer has that history, so the reflector lists again and replaces its store.
+server no longer has that history, so the reflector lists again and replaces its store. A LIST is
+paged (PAGE objects per request; every page is served at the first one's resourceVersion), each page
+handed to the store as it comes: at 10,000 runs a whole LIST of ToolRuns parsed at once was tens of
+megabytes alive together, and one long stretch of the event loop.
 
 Nothing a watch delivers can stop it for good: any failure (a malformed, oversized or unexpected
 event, an error while storing it, a broken connection) clears `synced`, so the gate answers 503
@@ -22,6 +25,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -32,6 +36,30 @@ from toolshare.client.config import ApiConfig
 log = logging.getLogger("toolshare.watch")
 WATCH_TIMEOUT = 300  # seconds the server keeps one watch open before we start the next
 MAX_EVENT_BYTES = 8 << 20
+PAGE = 500  # objects per page of a LIST
+
+
+class Store(Protocol):
+    """Where a LIST goes, page by page: `page` for each, `finish` once the last is in (then the
+    store holds exactly what was listed). A LIST that fails half-way is never finished."""
+
+    def page(self, items: list[dict]) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class Gathered:
+    """A Store that hands the whole LIST to one `on_replace(items)` call."""
+
+    def __init__(self, on_replace: Callable[[list[dict]], None]):
+        self.on_replace = on_replace
+        self.items: list[dict] = []
+
+    def page(self, items: list[dict]) -> None:
+        self.items.extend(items)
+
+    def finish(self) -> None:
+        self.on_replace(self.items)
 
 
 class Gone(Exception):
@@ -43,18 +71,22 @@ class Reflector:
 
     def __init__(self, api: ApiConfig, path: str, label_selector: str = "", *,
                  on_replace: Callable[[list[dict]], None] = lambda items: None,
+                 store: Callable[[], Store] | None = None,
                  on_event: Callable[[str, dict], None | Awaitable[None]],
                  on_failure: Callable[[], None] = lambda: None, max_event_bytes: int = MAX_EVENT_BYTES,
                  resource_version: str = "", lister: Callable[[], Awaitable[str]] | None = None,
-                 watch_timeout: int = WATCH_TIMEOUT):
-        """`resource_version`: already listed at this version, so watch from it (no first LIST);
+                 watch_timeout: int = WATCH_TIMEOUT, page: int = PAGE):
+        """Each LIST goes to a new `store()`, page by page, or else whole to `on_replace`.
+        `resource_version`: already listed at this version, so watch from it (no first LIST);
         `lister`: lists in its own way (and stores what it listed) and returns the version, in
         place of one LIST handed to `on_replace`. `on_event` may be a coroutine function: each
         event is handled before the next is read."""
         self.api, self.path, self.selector = api, path, label_selector
         self.max_event_bytes = max_event_bytes
-        self.on_replace, self.on_event, self.on_failure = on_replace, on_event, on_failure
+        self.on_event, self.on_failure = on_event, on_failure
+        self.store = store or (lambda: Gathered(on_replace))
         self.lister = lister
+        self.page = page
         # The server ends each watch after watch_timeout s and we resume from the last version; a
         # peer that went silent without closing (half-open) is noticed 10 s after that.
         self.watch_timeout = watch_timeout
@@ -99,14 +131,26 @@ class Reflector:
             self.lists += 1
             self.synced.set()
             return
-        async with session.get(self._url(), headers=self.api.headers(), ssl=self.api.ssl,
-                               timeout=aiohttp.ClientTimeout(total=60)) as resp:
-            if resp.status != 200:
-                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                                  message=(await resp.text())[:300])
-            body = orjson.loads(await resp.read())
-        self.on_replace(body.get("items") or [])
-        self.resource_version = body["metadata"]["resourceVersion"]
+        store, token, version = self.store(), "", ""
+        while True:
+            params = {"limit": str(self.page), **({"continue": token} if token else {})}
+            async with session.get(self._url(**params), headers=self.api.headers(), ssl=self.api.ssl,
+                                   timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                if resp.status == 410:  # the continue token expired: list from the start
+                    raise Gone()
+                if resp.status != 200:
+                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
+                                                      message=(await resp.text())[:300])
+                body = orjson.loads(await resp.read())
+            meta = body.get("metadata") or {}
+            version = version or meta["resourceVersion"]
+            store.page(body.get("items") or [])
+            del body
+            token = meta.get("continue") or ""
+            if not token:
+                break
+        store.finish()
+        self.resource_version = version
         self.lists += 1
         self.synced.set()
 

@@ -93,12 +93,22 @@ class Gate:
             self._tick.set()
             self._tick = asyncio.Event()
 
-        def on_replace(items: list[dict]) -> None:
-            for item in items:  # a LIST's items carry no apiVersion or kind
-                item.setdefault("apiVersion", model.API_VERSION)
-                item.setdefault("kind", kind)
-            CACHE.replace(plural, items)
-            changed(None)
+        class Listing:
+            """One LIST into the cache, page by page; until it is finished the reflector is not
+            synced, so nothing is decided from the half that is in."""
+
+            def __init__(self) -> None:
+                self.replacing = CACHE.replacing(plural)
+
+            def page(self, items: list[dict]) -> None:
+                for item in items:  # a LIST's items carry no apiVersion or kind
+                    item.setdefault("apiVersion", model.API_VERSION)
+                    item.setdefault("kind", kind)
+                self.replacing.page(items)
+
+            def finish(self) -> None:
+                self.replacing.finish()
+                changed(None)
 
         def on_event(event: str, obj: dict) -> None:
             if event == "DELETED":
@@ -111,7 +121,7 @@ class Gate:
                     CACHE.drop(plural, obj)
             changed((obj.get("metadata") or {}).get("namespace") if plural != "imageshares" else None)
 
-        return on_replace, on_event
+        return Listing, on_event
 
     async def start(self, app: web.Application) -> None:
         self.session = aiohttp.ClientSession()
@@ -120,9 +130,9 @@ class Gate:
         self.writer = Writer(api, self.session)
         self.reflectors = []
         for plural, kind in WATCHED:
-            on_replace, on_event = self._feed(plural, kind)
+            listing, on_event = self._feed(plural, kind)
             failed = metrics.WATCH_FAILURES.labels(plural).inc
-            self.reflectors.append(Reflector(api, CACHE.sources[plural].path, on_replace=on_replace,
+            self.reflectors.append(Reflector(api, CACHE.sources[plural].path, store=listing,
                                              on_event=on_event, on_failure=failed))
         self.tasks = [asyncio.create_task(r.run(self.session)) for r in self.reflectors]
 

@@ -348,23 +348,6 @@ class Cache:
                     del data[links[i + 1]]
         entry.links = ()
 
-    def replace(self, kind: str, items) -> int:
-        """Hold exactly `items` of `kind` (a fresh LIST): each is put, every other object of the
-        kind dropped. An item the views cannot take is left out and logged, so one malformed
-        object never keeps the others out. Returns how many were put."""
-        listed = set()
-        for item in items:
-            try:
-                self.put(kind, item)
-                listed.add(item["metadata"]["uid"])
-            except Exception:  # noqa: BLE001 - leave it out: what is not held grants nothing
-                log.exception("leaving a malformed %s out of the cache", kind)
-        for uid, entry in list(self._entries.items()):
-            if entry.kind == kind and uid not in listed:
-                del self._entries[uid]
-                self._unlink(entry, uid)
-        return len(listed)
-
     def fill(self, kind: str, items) -> int:
         count = 0
         for item in items:
@@ -373,7 +356,8 @@ class Cache:
         return count
 
     def replacing(self, kind: str) -> "Replacement":
-        """`replace` from a paged LIST, page by page (Replacement.page, then .finish)."""
+        """Hold exactly the objects of `kind` a LIST lists, stored page by page as it comes
+        (Replacement.page, then .finish once the last page is in)."""
         return Replacement(self, kind)
 
 
