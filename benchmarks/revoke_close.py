@@ -36,8 +36,8 @@ from pathlib import Path
 import aiohttp
 import kubernetes
 
-from benchmarks.router_revoke import (NS, admitting, background, latency, peak_rss_mb, pod_ip, route_host, start_operator,
-                                      stop, summary, wait)
+from benchmarks.router_revoke import (NS, Asker, admitting, background, latency, peak_rss_mb, pod_ip, route_host,
+                                      start_operator, stop, summary, wait)
 from toolshare import grant
 from toolshare.local import services as devservices
 from toolshare.local.controlplane import cluster, node as nodemod
@@ -65,7 +65,20 @@ def guard_memory(client, node: str) -> int | None:
     return None
 
 
-async def one_round(url: str, host: str, tokens: dict[str, str], n: int, api, share: str, memory) -> dict:
+def denied_at(asker: Asker, timeout: float = 60.0) -> float:
+    """When `asker` first got 403, polling every 2 ms."""
+    deadline = time.monotonic() + timeout
+    while asker.status() != 403:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gate did not deny within {timeout:.0f}s")
+        time.sleep(0.002)
+    return time.monotonic()
+
+
+async def one_round(url: str, host: str, tokens: dict[str, str], n: int, api, share: str, memory,
+                    gate_check: Asker) -> dict:
+    """Bob's N websockets closed by a revoke, each timed from the DELETE; the floor is the gate's
+    own /check for bob turning 403, polled (every 2 ms) in the same round."""
     headers = {p: {"Host": host, "Authorization": f"Bearer {t}"} for p, t in tokens.items()}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as http:
@@ -87,14 +100,18 @@ async def one_round(url: str, host: str, tokens: dict[str, str], n: int, api, sh
             return time.monotonic()
 
         waiters = [asyncio.create_task(closed(ws)) for ws in bobs]
+        assert gate_check.status() == 202
         await asyncio.sleep(0)
         sent = time.monotonic()
+        floor = asyncio.create_task(asyncio.to_thread(denied_at, gate_check))
         await asyncio.to_thread(api.delete_namespaced_custom_object, GROUP, VERSION, NS, "runshares", share)
         ends = await asyncio.gather(*waiters)
+        gate_denied = await floor
         await alice.send_str("still")
         assert (await alice.receive(timeout=10)).data == "alice: still"
         await alice.close()
         return {"connections": n, "revoke_to_close": summary([e - sent for e in ends]),
+                "revoke_to_gate_403_s": gate_denied - sent,
                 "revoke_to_close_s": [e - sent for e in ends], "guard_memory_open_bytes": memory_open}
 
 
@@ -143,8 +160,6 @@ def main() -> int:
 
         # What the guard adds to one request: straight to the guard's port with a grant, against
         # straight to the tool's port (both from this machine, no router, no gate).
-        from benchmarks.router_revoke import Asker
-
         port = guard_ports(run)["lab"]
         token = grant.make(key, NS, RUN, "lab", "alice", (), time.time(), ttl=3600)
         through_guard = Asker(f"http://{ip}:{port}", "/lab/x", None)
@@ -166,14 +181,18 @@ def main() -> int:
             wait(lambda: bob.status() == 200, 60, "bob let in")
 
             print(f"round {i + 1}: {n} connection(s)", file=sys.stderr, flush=True)
-            outcome = asyncio.run(one_round(router.url, host, tokens, n, api, share, lambda: guard_memory(client, node)))
+            outcome = asyncio.run(one_round(router.url, host, tokens, n, api, share, lambda: guard_memory(client, node),
+                                            Asker(gate.url, f"/check/{NS}/{RUN}/lab", tokens["bob"])))
             outcome["guard_memory_after_bytes"] = guard_memory(client, node)
             result["rounds"].append(outcome)
         result["revoke_to_close_by_connections"] = {
             n: summary([s for r in result["rounds"] if r["connections"] == n for s in r["revoke_to_close_s"]])
             for n in counts}
+        result["revoke_to_gate_403_by_connections"] = {
+            n: summary([r["revoke_to_gate_403_s"] for r in result["rounds"] if r["connections"] == n]) for n in counts}
         for r in result["rounds"]:
             del r["revoke_to_close_s"]  # summarised above
+            r["revoke_to_gate_403_ms"] = round(r.pop("revoke_to_gate_403_s") * 1000, 1)
         result["peak_rss_mb"] = {"operator": peak_rss_mb(operator.pid), "gate": peak_rss_mb(gate.proc.pid)}
         print(json.dumps(result, indent=2))
     finally:
