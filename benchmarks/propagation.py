@@ -172,11 +172,15 @@ async def wait_ingresses(k: KClient, n: int, timeout: float) -> float:
     raise TimeoutError(f"initial sync: not all {n} Ingresses listed bob within {timeout}s")
 
 
-async def settle(k: KClient, quiet: float = 3.0, timeout: float = 600.0) -> dict:
-    last, since, start = await writes(k), time.monotonic(), time.monotonic()
+async def settle(k: KClient, quiet: float = 3.0, timeout: float = 600.0, ignore=lambda key: False) -> dict:
+    """Until no write (but those `ignore(key)` names) has been made for `quiet` seconds."""
+    async def counted() -> dict:
+        return {key: n for key, n in (await writes(k)).items() if not ignore(key)}
+
+    last, since, start = await counted(), time.monotonic(), time.monotonic()
     while time.monotonic() - start < timeout:
         await asyncio.sleep(0.5)
-        now = await writes(k)
+        now = await counted()
         if now != last:
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= quiet:
