@@ -34,10 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 
 from benchmarks.kclient import KClient
-from benchmarks.propagation import Proc, code_env, cpu_of, emit, reconciles, say, settle
+from benchmarks.propagation import Proc, code_env, cpu_of, emit, reconciles, say, settle, status_mb
 from toolshare.access import ANN_SHARED_BY, ANN_SHARED_BY_GROUPS
 from toolshare.local import services
 from toolshare.local.controlplane import cluster
@@ -109,14 +108,6 @@ async def wait_ingresses(k: KClient, n: int, timeout: float, op: Proc) -> float:
     raise TimeoutError(f"not all {n} Ingresses exist after {timeout}s")
 
 
-def peak_mb(proc: Proc) -> float:
-    """The process's peak RSS (VmHWM) so far."""
-    for line in Path(f"/proc/{proc.p.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def operator_argv(metrics_port: int, trace: Path | None) -> list[str]:
     if trace is not None:
         return [sys.executable, "-m", "benchmarks.memory", "--traced-operator", str(trace), "--metrics-port",
@@ -162,34 +153,23 @@ async def gate_starts(kubeconfig: Path, directory: Path, env: dict, starts: int,
     """Start the gate `starts` times per code tree (alternating) on the cluster as it is; per
     start: seconds to ready, CPU seconds to ready, RSS after `idle` s ready, peak RSS. Its
     oauth2-proxy is never asked (no request comes in), so it points nowhere."""
-    svc = services.gate(kubeconfig, "http://127.0.0.1:9/oauth2/auth", directory)
     out = []
-    async with aiohttp.ClientSession() as http:
-        for start in range(starts * len(codes)):
-            code = codes[start % len(codes)]
-            t = time.monotonic()
-            gate = Proc(svc.argv, directory / "gate.log", code_env(env, code))
-            try:
-                while True:
-                    if gate.p.poll() is not None:
-                        raise RuntimeError(f"the gate exited ({gate.p.returncode}): see {directory / 'gate.log'}")
-                    if time.monotonic() - t > timeout:
-                        raise TimeoutError(f"the gate was not ready in {timeout}s")
-                    try:
-                        async with http.get(f"{svc.ops_url}/readyz") as resp:
-                            if resp.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.05)
-                one = {"code": str(code), "ready_seconds": round(time.monotonic() - t, 2), "cpu_seconds_to_ready": round(gate.cpu_seconds(), 2)}
-                await asyncio.sleep(idle)
-                one.update(rss_mb=round(gate.rss_mb(), 1), peak_rss_mb=round(peak_mb(gate), 1))
-                say(f"gate ({code.name}) ready in {one['ready_seconds']}s ({one['cpu_seconds_to_ready']}s CPU); RSS {one['rss_mb']} MB "
-                    f"(peak {one['peak_rss_mb']} MB)")
-                out.append(one)
-            finally:
-                gate.stop()
+    for start in range(starts * len(codes)):
+        code = codes[start % len(codes)]
+        gate = services.gate(kubeconfig, "http://127.0.0.1:9/oauth2/auth", directory, env=code_env(env, code))
+        t = time.monotonic()
+        try:
+            await asyncio.to_thread(gate.start, timeout)  # until /readyz answers 200
+            pid = gate.proc.pid
+            one = {"code": str(code), "ready_seconds": round(time.monotonic() - t, 2),
+                   "cpu_seconds_to_ready": round(cpu_of(pid), 2)}
+            await asyncio.sleep(idle)
+            one.update(rss_mb=round(status_mb(pid, "VmRSS"), 1), peak_rss_mb=round(status_mb(pid, "VmHWM"), 1))
+            say(f"gate ({code.name}) ready in {one['ready_seconds']}s ({one['cpu_seconds_to_ready']}s CPU); RSS {one['rss_mb']} MB "
+                f"(peak {one['peak_rss_mb']} MB)")
+            out.append(one)
+        finally:
+            gate.stop()
     return out
 
 
@@ -234,7 +214,7 @@ async def bench(args) -> dict:
             result["sync_seconds"] = round(await wait_ingresses(k, args.runs, args.timeout, op), 1)
             await settle(k, quiet=5.0, timeout=args.timeout)
             result["rss_mb_after_sync"] = round(op.rss_mb(), 1)
-            result["peak_rss_mb_first_run"] = round(peak_mb(op), 1)
+            result["peak_rss_mb_first_run"] = round(status_mb(op.p.pid, "VmHWM"), 1)
             say(f"every Ingress exists after {result['sync_seconds']}s; RSS {result['rss_mb_after_sync']} MB "
                 f"(peak {result['peak_rss_mb_first_run']} MB)")
             op.stop()
@@ -250,7 +230,7 @@ async def bench(args) -> dict:
             await settle(k, quiet=5.0, timeout=args.timeout)
             await asyncio.sleep(args.idle)
             result["rss_mb_after_restart"] = round(op.rss_mb(), 1)
-            result["peak_rss_mb_restart"] = round(peak_mb(op), 1)
+            result["peak_rss_mb_restart"] = round(status_mb(op.p.pid, "VmHWM"), 1)
             say(f"restarted: every run reconciled in {result['restart_seconds']}s; RSS "
                 f"{result['rss_mb_after_restart']} MB (peak {result['peak_rss_mb_restart']} MB)")
             # Idle: nothing changes, so whatever CPU the operator (or the API server serving its

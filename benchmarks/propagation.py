@@ -93,6 +93,14 @@ def webhook_means(after: dict, before: dict) -> dict:
     return out
 
 
+def status_mb(pid: int, field: str) -> float:
+    """One memory figure of a process from /proc/PID/status (VmRSS, VmHWM: the peak so far), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def cpu_of(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -122,10 +130,7 @@ class Proc:
         Proc.started.append(self)
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return status_mb(self.p.pid, "VmRSS")
 
     def cpu_seconds(self) -> float:
         return cpu_of(self.p.pid)

@@ -76,9 +76,10 @@ def denied_at(asker: Asker, timeout: float = 60.0) -> float:
 
 
 async def one_round(url: str, host: str, tokens: dict[str, str], n: int, api, share: str, memory,
-                    gate_check: Asker) -> dict:
+                    gate_check: Asker) -> tuple[dict, list[float], float]:
     """Bob's N websockets closed by a revoke, each timed from the DELETE; the floor is the gate's
-    own /check for bob turning 403, polled (every 2 ms) in the same round."""
+    own /check for bob turning 403, polled (every 2 ms) in the same round. Returns the round's
+    summary, each close's seconds after the DELETE, and the gate's."""
     headers = {p: {"Host": host, "Authorization": f"Bearer {t}"} for p, t in tokens.items()}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as http:
@@ -111,8 +112,8 @@ async def one_round(url: str, host: str, tokens: dict[str, str], n: int, api, sh
         assert (await alice.receive(timeout=10)).data == "alice: still"
         await alice.close()
         return {"connections": n, "revoke_to_close": summary([e - sent for e in ends]),
-                "revoke_to_gate_403_s": gate_denied - sent,
-                "revoke_to_close_s": [e - sent for e in ends], "guard_memory_open_bytes": memory_open}
+                "revoke_to_gate_403_ms": round((gate_denied - sent) * 1000, 1),
+                "guard_memory_open_bytes": memory_open}, [e - sent for e in ends], gate_denied - sent
 
 
 def main() -> int:
@@ -172,6 +173,8 @@ def main() -> int:
                                 "tool_straight": summary(latency(straight, args.requests))},
             "other_runs": args.runs, "other_runs_synced_s": round(synced, 1) if synced is not None else None,
             "guard_memory_idle_bytes": guard_memory(client, node), "rounds": []}
+        closed_after: dict[int, list[float]] = {}  # connections -> every close, seconds after its DELETE
+        denied_after: dict[int, list[float]] = {}  # connections -> the gate's 403 per round, likewise
         for i, n in enumerate(c for c in counts for _ in range(args.rounds)):
             share = f"bob-{i}"
             api.create_namespaced_custom_object(GROUP, VERSION, NS, "runshares", {
@@ -181,18 +184,14 @@ def main() -> int:
             wait(lambda: bob.status() == 200, 60, "bob let in")
 
             print(f"round {i + 1}: {n} connection(s)", file=sys.stderr, flush=True)
-            outcome = asyncio.run(one_round(router.url, host, tokens, n, api, share, lambda: guard_memory(client, node),
+            outcome, closes, denied = asyncio.run(one_round(router.url, host, tokens, n, api, share, lambda: guard_memory(client, node),
                                             Asker(gate.url, f"/check/{NS}/{RUN}/lab", tokens["bob"])))
             outcome["guard_memory_after_bytes"] = guard_memory(client, node)
             result["rounds"].append(outcome)
-        result["revoke_to_close_by_connections"] = {
-            n: summary([s for r in result["rounds"] if r["connections"] == n for s in r["revoke_to_close_s"]])
-            for n in counts}
-        result["revoke_to_gate_403_by_connections"] = {
-            n: summary([r["revoke_to_gate_403_s"] for r in result["rounds"] if r["connections"] == n]) for n in counts}
-        for r in result["rounds"]:
-            del r["revoke_to_close_s"]  # summarised above
-            r["revoke_to_gate_403_ms"] = round(r.pop("revoke_to_gate_403_s") * 1000, 1)
+            closed_after.setdefault(n, []).extend(closes)
+            denied_after.setdefault(n, []).append(denied)
+        result["revoke_to_close_by_connections"] = {n: summary(v) for n, v in closed_after.items()}
+        result["revoke_to_gate_403_by_connections"] = {n: summary(v) for n, v in denied_after.items()}
         result["peak_rss_mb"] = {"operator": peak_rss_mb(operator.pid), "gate": peak_rss_mb(gate.proc.pid)}
         print(json.dumps(result, indent=2))
     finally:

@@ -216,13 +216,13 @@ def background(kubeconfig: Path, n: int, backend: str, create: bool) -> float:
 
 def peak_rss_mb(pid: int | None) -> float | None:
     """A process's peak resident memory so far (VmHWM), in MB."""
+    from benchmarks.propagation import status_mb
+
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, TypeError, ValueError):
-        pass
-    return None
+        peak = status_mb(pid, "VmHWM")
+    except (OSError, ValueError):
+        return None
+    return None if peak != peak else round(peak, 1)  # nan: no such line
 
 
 def measure(backend: str, client, api, router: Traefik, gate_url: str, issuer: DevIssuer, rounds: int,

@@ -178,9 +178,18 @@ def test_a_watch_that_fails_answers_nothing_until_it_has_listed_again(plane, ns)
     held: dict[str, dict] = {}
     observed: list[bool] = []
 
-    def replace(items):
-        held.clear()
-        held.update({i["metadata"]["name"]: i for i in items})
+    class Listing:
+        """Each LIST: held is replaced by what it listed once the last page is in."""
+
+        def __init__(self):
+            self.listed = {}
+
+        def page(self, items):
+            self.listed.update({i["metadata"]["name"]: i for i in items})
+
+        def finish(self):
+            held.clear()
+            held.update(self.listed)
 
     def event(kind, obj):
         if kind == "DELETED":
@@ -189,7 +198,7 @@ def test_a_watch_that_fails_answers_nothing_until_it_has_listed_again(plane, ns)
             held[obj["metadata"]["name"]] = obj
 
     async def scenario():
-        reflector = Reflector(api, f"/apis/{model.API_VERSION}/namespaces/{ns}/toolruns", on_replace=replace,
+        reflector = Reflector(api, f"/apis/{model.API_VERSION}/namespaces/{ns}/toolruns", store=Listing,
                               on_event=event, max_event_bytes=64 * 1024)
         async with aiohttp.ClientSession() as session:
             task = asyncio.create_task(reflector.run(session))

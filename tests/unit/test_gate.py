@@ -187,7 +187,7 @@ def test_watch_events_feed_the_store_and_410_means_list_again():
     from toolshare.client.watch import Gone, Reflector
 
     seen = []
-    r = Reflector(None, "/apis/networking.k8s.io/v1/ingresses", on_replace=lambda items: None,
+    r = Reflector(None, "/apis/networking.k8s.io/v1/ingresses",
                   on_event=lambda kind, obj: seen.append((kind, obj["metadata"]["name"])))
     r._handle({"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "7"}}})
     r._handle({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}})

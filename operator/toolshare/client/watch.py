@@ -48,20 +48,6 @@ class Store(Protocol):
     def finish(self) -> None: ...
 
 
-class Gathered:
-    """A Store that hands the whole LIST to one `on_replace(items)` call."""
-
-    def __init__(self, on_replace: Callable[[list[dict]], None]):
-        self.on_replace = on_replace
-        self.items: list[dict] = []
-
-    def page(self, items: list[dict]) -> None:
-        self.items.extend(items)
-
-    def finish(self) -> None:
-        self.on_replace(self.items)
-
-
 class Gone(Exception):
     """The resourceVersion we watch from is too old (HTTP 410): list again."""
 
@@ -70,21 +56,21 @@ class Reflector:
     """Keeps `on_replace`/`on_event` fed with every object at `path` matching `label_selector`."""
 
     def __init__(self, api: ApiConfig, path: str, label_selector: str = "", *,
-                 on_replace: Callable[[list[dict]], None] = lambda items: None,
                  store: Callable[[], Store] | None = None,
                  on_event: Callable[[str, dict], None | Awaitable[None]],
                  on_failure: Callable[[], None] = lambda: None, max_event_bytes: int = MAX_EVENT_BYTES,
                  resource_version: str = "", lister: Callable[[], Awaitable[str]] | None = None,
                  watch_timeout: int = WATCH_TIMEOUT, page: int = PAGE):
-        """Each LIST goes to a new `store()`, page by page, or else whole to `on_replace`.
+        """Each LIST goes to a new `store()`, page by page (one of `store` and `lister` is needed
+        unless the reflector starts from `resource_version`).
         `resource_version`: already listed at this version, so watch from it (no first LIST);
         `lister`: lists in its own way (and stores what it listed) and returns the version, in
-        place of one LIST handed to `on_replace`. `on_event` may be a coroutine function: each
+        place of the reflector's own LIST into `store()`. `on_event` may be a coroutine function: each
         event is handled before the next is read."""
         self.api, self.path, self.selector = api, path, label_selector
         self.max_event_bytes = max_event_bytes
         self.on_event, self.on_failure = on_event, on_failure
-        self.store = store or (lambda: Gathered(on_replace))
+        self.store = store
         self.lister = lister
         self.page = page
         # The server ends each watch after watch_timeout s and we resume from the last version; a
