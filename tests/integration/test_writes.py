@@ -1,4 +1,5 @@
-"""Write budget, counted by the API server itself: nothing on idle or restart, little per share change."""
+"""Write budget, counted by the API server itself (the kubelet's and scheduler's writes left out:
+tests/support/metrics.py): nothing on idle or restart, little per share change."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import time
 
 import kubernetes
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support import metrics
 from tests.support.expected import converged
-from tests.support.metrics import delta, write_counts
+from tests.support.metrics import delta
 from tests.support.objects import GROUP, VERSION, Toolshare, runshare, toolrun
 from tests.support.wait import wait_for
 from toolshare.local.images import catalog
@@ -18,25 +19,12 @@ OURS = {"pods", "services", "ingresses", "networkpolicies", "toolruns", "runshar
 N_RUNS = 20
 
 
-def settled(cluster, quiet: float = 3.0, timeout: float = 60.0):
-    """Wait until no write to our resources happened for `quiet` seconds; return the counts."""
-    deadline = time.monotonic() + timeout
-    last = write_counts(cluster.client(), OURS)
-    stable_since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = write_counts(cluster.client(), OURS)
-        if now != last:
-            last, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since >= quiet:
-            return now
-    raise AssertionError("writes never settled")
+def settled(ts, quiet: float = 3.0):
+    return metrics.settled(ts.api.api_client, OURS, ts.ns, quiet=quiet)
 
 
 def reconciles(operator, kind: str) -> float:
-    """Reconciles of `kind` the operator process has finished without error, by its own count."""
-    return sum(s.value for f in text_string_to_metric_families(operator.metrics()) for s in f.samples
-               if s.name == "toolshare_reconciles_total" and s.labels == {"kind": kind, "result": "ok"})
+    return metrics.reconciles(operator.metrics(), kind)
 
 
 def other_test_namespaces_gone(cluster, namespace):
@@ -83,16 +71,16 @@ def test_idle_restart_and_share_change_write_budget(ts, cluster, operator):
     converged(cluster.client(), ts.ns)
     for i in (0, *range(1, N_RUNS, 2)):
         wait_for(lambda: any(r == "Shared" for r, _ in ts.events(f"run-{i}")), what=f"Shared event on run-{i}")
-    before = settled(cluster)
+    before = settled(ts)
 
     time.sleep(5)
-    assert delta(write_counts(cluster.client(), OURS), before) == {}, "an idle operator wrote something"
+    assert delta(metrics.write_counts(ts.api.api_client, OURS, ts.ns), before) == {}, "an idle operator wrote something"
 
     operator.restart()
     # The restarted operator reconciles every run and share it lists; count its writes after that.
     wait_for(lambda: reconciles(operator, "ToolRun") >= N_RUNS and reconciles(operator, "RunShare") >= 2,
              timeout=120, what="the restarted operator to reconcile every run and share")
-    after_restart = settled(cluster, quiet=5.0)
+    after_restart = settled(ts, quiet=5.0)
     assert delta(after_restart, before) == {}, f"restart with {N_RUNS} unchanged runs wrote: {delta(after_restart, before)}"
     assert "Traceback" not in operator.log_tail(20000)
 
@@ -101,7 +89,7 @@ def test_idle_restart_and_share_change_write_budget(ts, cluster, operator):
     ts.patch("runshares", "to-bob", {"spec": {"users": ["bob", "carol"]}})
     wait_for(lambda: ts.annotations("run-0")["lab"]["toolshare.dev/allowed-users"] == "bob,carol", what="carol added")
     converged(cluster.client(), ts.ns)  # the run's status is written after its Ingress
-    change = delta(settled(cluster), after_restart)
+    change = delta(settled(ts), after_restart)
     assert change.pop(("APPLY", "ingresses", ""), 0) == 1
     assert change.pop(("PATCH", "runshares", ""), 0) == 1  # the test's own spec change
     assert change == {("PATCH", "toolruns", "status"): 1}, change
@@ -112,9 +100,9 @@ def test_a_run_exposing_nothing_is_not_rewritten(ts, cluster, operator):
     list, and a reconcile must see it as unchanged (it used to re-apply it every time)."""
     ts.create(toolrun("ssh-only", endpoints=[{"name": "ssh", "port": 22, "protocol": "ssh"}]))
     wait_for(lambda: (ts.condition("toolruns", "ssh-only") or {}).get("status") == "True", what="run Ready")
-    before, done = settled(cluster), reconciles(operator, "ToolRun")
+    before, done = settled(ts), reconciles(operator, "ToolRun")
     ts.patch("toolruns", "ssh-only", {"metadata": {"labels": {"touched": "yes"}}})  # an event, nothing to render
     wait_for(lambda: reconciles(operator, "ToolRun") > done, what="the operator to reconcile the relabelled run")
-    change = delta(settled(cluster), before)
+    change = delta(settled(ts), before)
     assert change.pop(("PATCH", "toolruns", ""), 0) == 1  # the test's own
     assert change == {}, f"re-reconciling an unchanged SSH-only run wrote {change}"
