@@ -37,7 +37,7 @@ from toolshare.policy import Policy
 from toolshare.settings import Settings
 from toolshare.sharing import ShareInputError
 from toolshare.state import views
-from toolshare.state.cache import CACHE
+from toolshare.state.cache import CACHE, collector_paused
 
 log = logging.getLogger("toolshare.gate")
 WATCHED = (("toolruns", "ToolRun"), ("runshares", "RunShare"), ("imageshares", "ImageShare"))
@@ -46,6 +46,9 @@ CONFLICT_ATTEMPTS = 3
 # How long a write from the page waits for the gate's own watch to show it, so the page it
 # redirects to shows the change (a watch event takes milliseconds; this is the bound).
 SEEN_TIMEOUT = 10.0
+# The longest the cyclic collector stays off for the first LISTs (an API server that cannot be
+# listed must not leave it off for good).
+FIRST_SYNC_PAUSE = 120.0
 NOTICES = {
     "shared": "Shared: the people you added can open the run now.",
     "removed": "Removed: they are refused from their next request on.",
@@ -135,6 +138,18 @@ class Gate:
             self.reflectors.append(Reflector(api, CACHE.sources[plural].path, store=listing,
                                              on_event=on_event, on_failure=failed))
         self.tasks = [asyncio.create_task(r.run(self.session)) for r in self.reflectors]
+        self.tasks.append(asyncio.create_task(self._first_sync()))
+
+    async def _first_sync(self) -> None:
+        """The collector paused until every kind's first LIST is in, as at the operator's start:
+        each page of parsed objects outlived a few young collections and triggered full ones over
+        the growing cache (a sixth of a start's CPU at 10,000 runs: BENCHMARKS.md)."""
+        with collector_paused():
+            try:
+                await asyncio.wait_for(asyncio.gather(*(r.synced.wait() for r in self.reflectors)),
+                                       FIRST_SYNC_PAUSE)
+            except asyncio.TimeoutError:
+                log.warning("not in sync after %.0f s; the garbage collector is on again", FIRST_SYNC_PAUSE)
 
     async def stop(self, app: web.Application) -> None:
         for task in self.tasks:
