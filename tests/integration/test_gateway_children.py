@@ -18,10 +18,9 @@ import kubernetes
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import cluster as support, rbac
+from tests.support import cluster as support, metrics, rbac
 from tests.support.expected import converged
 from tests.support.install import install_crds, start_operator
-from tests.support import metrics
 from tests.support.metrics import delta
 from tests.support.objects import Toolshare, runshare, toolrun
 from tests.support.operator_process import OperatorProcess
