@@ -32,8 +32,9 @@ def repo_root() -> Path:
 
 def kubectl(bins: binmod.Binaries, kubeconfig: Path, *args: str, check: bool = True,
             input: str | None = None) -> subprocess.CompletedProcess:
+    # Its own copy of the environment, not the C one another thread may be changing (see main()).
     return subprocess.run([str(bins.path("kubectl")), "--kubeconfig", str(kubeconfig), *args],
-                          check=check, text=True, capture_output=True, input=input)
+                          check=check, text=True, capture_output=True, input=input, env=dict(os.environ))
 
 
 def install_crds(bins: binmod.Binaries, kubeconfig: Path) -> None:
@@ -114,10 +115,6 @@ def main(directory: Path) -> int:
     kubeconfig = state.directory / "kubeconfig"
     install_crds(bins, kubeconfig)
     set_up_platform(bins, kubeconfig)
-    # alice's samples go through the operator's admission webhooks (owner and sharer are stamped
-    # there), so they are applied once the operator serves them.
-    threading.Thread(target=apply_examples, args=(bins, kubeconfig, state.directory / "alice.kubeconfig"),
-                     daemon=True, name="dev-examples").start()
     print()
     print("Toolshare is running against a local Kubernetes control plane. In another terminal:")
     print(f"  export PATH={tool_path(bins)}:$PATH")
@@ -134,6 +131,12 @@ def main(directory: Path) -> int:
     # oauth2-proxy, the gate and Traefik; prints how to reach the sample.
     access = AccessStack(state.directory, kubeconfig, command_dir(directory)).start()
     os.environ.setdefault("TOOLSHARE_GATE_URL", access.gate_url)  # what the Ingresses' auth-url names
+    # alice's samples go through the operator's admission webhooks (owner and sharer are stamped
+    # there), so they are applied once the operator serves them. The thread starts after the last
+    # change to os.environ: a setenv in one thread while another execs a child that inherits the C
+    # environment can hand the child a freed array (execve's EFAULT, "Bad address": seen once).
+    threading.Thread(target=apply_examples, args=(bins, kubeconfig, state.directory / "alice.kubeconfig"),
+                     daemon=True, name="dev-examples").start()
     try:
         run_operator()
     except KeyboardInterrupt:
