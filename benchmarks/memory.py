@@ -34,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from benchmarks.kclient import KClient
 from benchmarks.propagation import Proc, code_env, cpu_of, emit, reconciles, say, settle, status_mb
 from toolshare.access import ANN_SHARED_BY, ANN_SHARED_BY_GROUPS

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import platform
 import statistics
@@ -222,7 +223,7 @@ def peak_rss_mb(pid: int | None) -> float | None:
         peak = status_mb(pid, "VmHWM")
     except (OSError, ValueError):
         return None
-    return None if peak != peak else round(peak, 1)  # nan: no such line
+    return None if math.isnan(peak) else round(peak, 1)  # nan: no such line
 
 
 def measure(backend: str, client, api, router: Traefik, gate_url: str, issuer: DevIssuer, rounds: int,

@@ -16,6 +16,8 @@ from collections import Counter
 import kubernetes
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.wait import wait_for
+
 WRITE_VERBS = {"APPLY", "PATCH", "POST", "PUT", "CREATE", "UPDATE", "DELETE"}
 _LINE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$', re.M)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -50,16 +52,15 @@ def write_counts(client: kubernetes.client.ApiClient, resources: set[str], names
 def settled(client: kubernetes.client.ApiClient, resources: set[str], namespace: str, quiet: float = 3.0,
             timeout: float = 60.0, dry_run: bool = True) -> Counter:
     """The write counts once none changed for `quiet` seconds."""
-    deadline = time.monotonic() + timeout
-    last, stable_since = write_counts(client, resources, namespace, dry_run), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
+    seen = {"counts": write_counts(client, resources, namespace, dry_run), "since": time.monotonic()}
+
+    def quiet_for() -> tuple[Counter] | None:
         now = write_counts(client, resources, namespace, dry_run)
-        if now != last:
-            last, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since >= quiet:
-            return now
-    raise AssertionError(f"writes never settled: {last}")
+        if now != seen["counts"]:
+            seen.update(counts=now, since=time.monotonic())
+        return (now,) if time.monotonic() - seen["since"] >= quiet else None
+
+    return wait_for(quiet_for, timeout=timeout, interval=0.5, what=f"no write for {quiet} s")[0]
 
 
 def delta(after: Counter, before: Counter) -> Counter:

@@ -53,7 +53,7 @@ class Gone(Exception):
 
 
 class Reflector:
-    """Keeps `on_replace`/`on_event` fed with every object at `path` matching `label_selector`."""
+    """Keeps a store (one per LIST) and `on_event` fed with every object at `path` matching `label_selector`."""
 
     def __init__(self, api: ApiConfig, path: str, label_selector: str = "", *,
                  store: Callable[[], Store] | None = None,
